@@ -1,0 +1,39 @@
+"""requests-piggy-auth: authentication for the Piggy (Leat) loyalty API.
+
+Drop it into any ``requests.Session``::
+
+    session.auth = ClientCredentialsAuth(client_id, client_secret)
+
+Tokens are fetched once per client, shared by every thread and session in the
+process, renewed before they expire, and renewed once more when the API
+answers 401 for a stale token.
+"""
+
+from ._version import __version__
+from .auth import ClientCredentialsAuth, PersonalAccessTokenAuth, PiggyAuth
+from .cache import TokenCache, shared_cache
+from .env import from_env
+from .errors import (
+    ConfigurationError,
+    InvalidClientError,
+    PiggyAuthError,
+    TokenExpiredError,
+    TokenRequestError,
+    TokenResponseError,
+)
+
+__all__ = [
+    "ClientCredentialsAuth",
+    "ConfigurationError",
+    "InvalidClientError",
+    "PersonalAccessTokenAuth",
+    "PiggyAuth",
+    "PiggyAuthError",
+    "TokenCache",
+    "TokenExpiredError",
+    "TokenRequestError",
+    "TokenResponseError",
+    "__version__",
+    "from_env",
+    "shared_cache",
+]

@@ -1,0 +1,309 @@
+"""Piggy auth for requests: attach the Bearer token, recover from a stale one.
+
+The auth objects hold configuration only, so one object can be shared by any
+number of threads and sessions. What one request needs to recover from a 401
+(the token it sent, how to rewind its body) is bound to the response hook
+registered on that request.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta, timezone
+from functools import partial
+from typing import Any, Literal
+
+import requests
+from requests.cookies import extract_cookies_to_jar
+
+from .cache import TokenCache, shared_cache
+from .challenges import token_rejected
+from .errors import TokenExpiredError, TokenRequestError
+from .oauth import (
+    MAX_BODY,
+    ClientCredentials,
+    Token,
+    TokenRequest,
+    TokenResponse,
+    is_valid_token,
+)
+from .origins import Origin, secure_origin
+from .token_session import token_session
+
+DEFAULT_BASE_URL = "https://api.piggy.eu"
+#: Connect and read timeouts, in seconds, for token requests.
+DEFAULT_TIMEOUT = (5.0, 10.0)
+#: A personal access token this close to its expiry date logs a warning.
+PAT_WARNING_PERIOD = timedelta(days=7)
+
+#: Sends a token request with some HTTP library and returns the answer.
+TokenSender = Callable[[TokenRequest], TokenResponse]
+Timeout = float | tuple[float, float] | None
+
+log = logging.getLogger("requests_piggy_auth")
+
+
+class PiggyAuth(requests.auth.AuthBase):
+    """What every Piggy auth shares: origins, the Bearer header, the 401 hook.
+
+    Adapters for other HTTP libraries use :meth:`sends_token_to`,
+    :meth:`token` and :meth:`should_retry`, so the rules live in one place.
+    """
+
+    #: Whether a 401 can be cured by fetching a new token.
+    renewable = False
+
+    def __init__(self, *, base_url: str, allowed_origins: Iterable[str]) -> None:
+        self.base_url = base_url.rstrip("/")
+        origin = secure_origin(self.base_url, what="base_url")
+        if isinstance(allowed_origins, str):
+            allowed_origins = [allowed_origins]
+        self.allowed_origins = frozenset(
+            {origin, *(secure_origin(url, what="allowed_origins") for url in allowed_origins)}
+        )
+
+    def sends_token_to(self, url: str) -> bool:
+        """Whether a request to ``url`` gets the token: its origin is allowed."""
+        return Origin.of(url) in self.allowed_origins
+
+    def token(self, send: TokenSender | None = None) -> str:
+        """The token to send now; ``send`` makes a token request if one is needed."""
+        raise NotImplementedError
+
+    def should_retry(self, token: str, www_authenticate: str | None, body: bytes) -> bool:
+        """Whether to resend a request that got a 401 for ``token`` with a new token.
+
+        Evicts ``token`` from the cache when the 401 says it is stale.
+        """
+        return False
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        if r.url is None or not self.sends_token_to(r.url):
+            return r
+        token = self.token()
+        r.headers["Authorization"] = f"Bearer {token}"
+        if self.renewable:
+            r.register_hook(
+                "response", partial(self._handle_401, token=token, rewind=_rewinder(r.body))
+            )
+        return r
+
+    def _handle_401(
+        self,
+        r: requests.Response,
+        *,
+        token: str,
+        rewind: Callable[[], object] | None,
+        **kwargs: Any,
+    ) -> requests.Response:
+        """Resend once with a new token when a 401 says ``token`` is stale."""
+        request = r.request
+        if r.status_code != 401 or request.url is None or not self.sends_token_to(request.url):
+            return r
+        if not self.should_retry(token, r.headers.get("WWW-Authenticate"), r.content):
+            return r
+        if rewind is None:
+            log.warning(
+                "%s %s got 401 for a stale token, but its body cannot be replayed (a "
+                "generator or a consumed stream), so it was not resent; send bytes or a "
+                "seekable file to let it be retried",
+                request.method,
+                request.url,
+            )
+            return r
+        rewind()
+        r.close()
+        retry = request.copy()
+        jar = retry._cookies  # the jar requests keeps for this request
+        assert jar is not None
+        extract_cookies_to_jar(jar, request, r.raw)
+        retry.prepare_cookies(jar)
+        retry.headers["Authorization"] = f"Bearer {self.token()}"
+        response: requests.Response = r.connection.send(retry, **kwargs)
+        response.history.append(r)
+        response.request = retry
+        return response
+
+
+class ClientCredentialsAuth(PiggyAuth):
+    """Auth with OAuth client credentials; tokens are fetched, cached and renewed.
+
+    :param client_id: the OAuth client id.
+    :param client_secret: the OAuth client secret.
+    :param base_url: the API's base URL; the token endpoint is
+        ``base_url + "/oauth/token"``. Must be https unless loopback.
+    :param allowed_origins: more origins (URLs) that may receive the token.
+    :param cache: the :class:`TokenCache` to share; ``None`` for the process-wide one.
+    :param token_session: the ``requests.Session`` for token requests;
+        ``None`` for the library's own.
+    :param timeout: connect and read timeout for token requests, in seconds.
+    :param token_request_format: ``"json"`` or ``"form"`` encoding of the token request.
+    :raises ValueError: for an empty id or secret, a bad URL or format.
+    """
+
+    renewable = True
+
+    def __init__(
+        self,
+        client_id: str,
+        client_secret: str,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        allowed_origins: Iterable[str] = (),
+        cache: TokenCache | None = None,
+        token_session: requests.Session | None = None,
+        timeout: Timeout = DEFAULT_TIMEOUT,
+        token_request_format: Literal["json", "form"] = "json",
+    ) -> None:
+        super().__init__(base_url=base_url, allowed_origins=allowed_origins)
+        self.grant = ClientCredentials(
+            self.base_url + "/oauth/token", client_id, client_secret, token_request_format
+        )
+        self.cache = shared_cache() if cache is None else cache
+        self.token_session = token_session
+        self.timeout = timeout
+        self._key = (self.grant.token_url, client_id)
+
+    def __repr__(self) -> str:
+        return f"ClientCredentialsAuth(client_id={self.client_id!r}, base_url={self.base_url!r})"
+
+    @property
+    def client_id(self) -> str:
+        """The OAuth client id."""
+        return self.grant.client_id
+
+    @property
+    def token_url(self) -> str:
+        """The token endpoint."""
+        return self.grant.token_url
+
+    def token(self, send: TokenSender | None = None) -> str:
+        """The cached token, fetched with ``send`` (default: requests) on a miss.
+
+        :raises TokenRequestError: (or a subclass) when no token could be had.
+        """
+        return self.cache.get(self._key, partial(self._fetch, send or self._send))
+
+    def should_retry(self, token: str, www_authenticate: str | None, body: bytes) -> bool:
+        """True when the 401 may mean a stale token and evicting it made room for a new one."""
+        return token_rejected(www_authenticate, body) and self.cache.evict(self._key, token)
+
+    def _fetch(self, send: TokenSender) -> Token:
+        token = self.grant.parse(send(self.grant.token_request()))
+        log.debug(
+            "new token ...%s for client %r (expires_in=%s)",
+            _last4(token.access_token),
+            self.client_id,
+            token.expires_in,
+        )
+        return token
+
+    def _send(self, request: TokenRequest) -> TokenResponse:
+        session = self.token_session or token_session()
+        try:
+            with session.post(
+                request.url,
+                data=request.body,
+                headers=dict(request.headers),
+                timeout=self.timeout,
+                allow_redirects=False,
+                stream=True,
+            ) as response:
+                body = read_at_most(response.iter_content(64 * 1024), MAX_BODY)
+                return TokenResponse(response.status_code, response.headers, body)
+        except requests.RequestException as exc:
+            raise TokenRequestError(f"token request to {request.url} failed: {exc}") from exc
+
+
+class PersonalAccessTokenAuth(PiggyAuth):
+    """Auth with a personal access token from the Business Dashboard.
+
+    :param token: the token (Apps → Integrations → Personal Access Tokens).
+    :param expires_at: its expiry date, if it has one; a naive datetime is
+        local time. Requests after it raise :class:`TokenExpiredError`.
+    :param base_url: the API's base URL. Must be https unless loopback.
+    :param allowed_origins: more origins (URLs) that may receive the token.
+    :raises ValueError: for an empty token, one with whitespace or control
+        characters, or a bad URL.
+    """
+
+    def __init__(
+        self,
+        token: str,
+        *,
+        expires_at: datetime | None = None,
+        base_url: str = DEFAULT_BASE_URL,
+        allowed_origins: Iterable[str] = (),
+    ) -> None:
+        super().__init__(base_url=base_url, allowed_origins=allowed_origins)
+        if not is_valid_token(token):
+            raise ValueError(
+                "personal access token must be a non-empty string without whitespace or "
+                "control characters"
+            )
+        self._token = token
+        self.expires_at = None if expires_at is None else expires_at.astimezone(timezone.utc)
+        self._warn_lock = threading.Lock()
+        self._warned = False
+
+    def __repr__(self) -> str:
+        expiry = "" if self.expires_at is None else f", expires_at={self.expires_at.isoformat()!r}"
+        return f"PersonalAccessTokenAuth(base_url={self.base_url!r}{expiry})"
+
+    def token(self, send: TokenSender | None = None) -> str:
+        """The personal access token.
+
+        :raises TokenExpiredError: when its expiry date has passed.
+        """
+        if self.expires_at is not None:
+            self._check_expiry(self.expires_at - datetime.now(timezone.utc))
+        return self._token
+
+    def _check_expiry(self, remaining: timedelta) -> None:
+        if remaining <= timedelta(0):
+            raise TokenExpiredError(
+                f"the personal access token expired at {self.expires_at:%Y-%m-%d %H:%M} UTC; "
+                "create a new one in the Piggy Business Dashboard under Apps → Integrations → "
+                "Personal Access Tokens"
+            )
+        if remaining < PAT_WARNING_PERIOD:
+            with self._warn_lock:
+                warned, self._warned = self._warned, True
+            if not warned:
+                log.warning(
+                    "the personal access token expires in %s (at %s UTC); create a new one in "
+                    "the Business Dashboard under Apps → Integrations → Personal Access Tokens",
+                    _round(remaining),
+                    f"{self.expires_at:%Y-%m-%d %H:%M}",
+                )
+
+
+def read_at_most(chunks: Iterable[bytes], limit: int) -> bytes:
+    """Join ``chunks`` but stop after ``limit + 1`` bytes, so an oversized body shows."""
+    body = bytearray()
+    for chunk in chunks:
+        body += chunk
+        if len(body) > limit:
+            break
+    return bytes(body[: limit + 1])
+
+
+def _rewinder(body: object) -> Callable[[], object] | None:
+    """How to put ``body`` back where it starts, or ``None`` if it cannot be replayed."""
+    if body is None or isinstance(body, (bytes, str)):
+        return lambda: None
+    try:
+        start = body.tell()  # type: ignore[attr-defined]
+        return partial(body.seek, start)  # type: ignore[attr-defined]
+    except (AttributeError, OSError):
+        return None
+
+
+def _last4(token: str) -> str:
+    return token[-4:] if len(token) >= 16 else ""
+
+
+def _round(delta: timedelta) -> timedelta:
+    return timedelta(seconds=round(delta.total_seconds()))

@@ -1,0 +1,212 @@
+"""The token cache: one token per client, fetched once, shared by every thread.
+
+A :class:`TokenCache` maps ``(token_url, client_id)`` to a token. A cache hit
+is a dictionary lookup under a lock. A miss makes exactly one fetch per key
+however many threads miss at once (single-flight); the others wait for it and
+get the same token or the same error. Fetches for different keys never wait
+for each other.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from cachetools import LRUCache, TLRUCache
+
+from .oauth import Token
+
+#: ``(token_url, client_id)``: different clients never share a token.
+CacheKey = tuple[str, str]
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class CachedToken:
+    """A token with its times on the cache's clock.
+
+    :param access_token: the token.
+    :param fetched_at: when its request was sent.
+    :param stale_at: when it stops being handed out (``leeway`` before expiry).
+    :param expires_at: when the server stops accepting it.
+    """
+
+    access_token: str = field(repr=False)
+    fetched_at: float
+    stale_at: float
+    expires_at: float
+
+
+class TokenCache:
+    """A thread-safe, bounded cache of access tokens keyed by client.
+
+    :param maxsize: how many clients' tokens to keep (least recently used go first).
+    :param leeway: renew a token this many seconds before it expires; clamped
+        to half the token's lifetime so short-lived tokens stay usable.
+    :param default_lifetime: the lifetime assumed when the server sends no
+        ``expires_in``; a 401 renews the token earlier if needed.
+    :param min_evict_interval: a 401 evicts a key's token at most once per
+        this many seconds, so a 401 that no new token can fix does not turn
+        every call into a token request.
+    :param clock: a monotonic clock in seconds; tests inject their own.
+    """
+
+    def __init__(
+        self,
+        maxsize: int = 1024,
+        *,
+        leeway: float = 30.0,
+        default_lifetime: float = 300.0,
+        min_evict_interval: float = 5.0,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        if leeway < 0 or default_lifetime <= 0 or min_evict_interval < 0:
+            raise ValueError("leeway and min_evict_interval must be >= 0 and default_lifetime > 0")
+        self.leeway = leeway
+        self.default_lifetime = default_lifetime
+        self.min_evict_interval = min_evict_interval
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._tokens: TLRUCache[CacheKey, CachedToken] = TLRUCache(
+            maxsize, ttu=lambda _key, token, _now: token.expires_at, timer=clock
+        )
+        self._evicted_at: LRUCache[CacheKey, float] = LRUCache(maxsize)
+        self._flights: dict[CacheKey, Future[str]] = {}
+        _register_for_fork(self)
+
+    def __repr__(self) -> str:
+        return f"<TokenCache clients={len(self)} maxsize={self._tokens.maxsize}>"
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._tokens)
+
+    def get(self, key: CacheKey, fetch: Callable[[], Token]) -> str:
+        """Return the cached token for ``key``, calling ``fetch`` on a miss.
+
+        Concurrent misses for one key call ``fetch`` once; every caller gets
+        its token or its exception. A failure is never cached.
+        """
+        with self._lock:
+            cached = self._tokens.get(key)
+            if cached is not None and self.clock() < cached.stale_at:
+                return cached.access_token
+            flight = self._flights.get(key)
+            leading = flight is None
+            if flight is None:
+                flight = self._flights[key] = Future()
+        if leading:
+            self._fetch(key, flight, fetch)
+        return flight.result()
+
+    def evict(self, key: CacheKey, access_token: str) -> bool:
+        """Forget ``access_token`` for ``key`` because the server rejected it.
+
+        The entry is removed only if it still holds that token (compare and
+        evict), so many threads reporting one stale token cause one renewal.
+
+        :returns: whether a new token may help, so a retry is worth it:
+            ``False`` only when the same token is still cached because the
+            key was evicted less than ``min_evict_interval`` seconds ago.
+        """
+        with self._lock:
+            cached = self._tokens.get(key)
+            if cached is None or cached.access_token != access_token:
+                return True
+            now = self.clock()
+            last = self._evicted_at.get(key)
+            if last is not None and now - last < self.min_evict_interval:
+                return False
+            del self._tokens[key]
+            self._evicted_at[key] = now
+            return True
+
+    def clear(self) -> None:
+        """Forget every token (fetches in flight still complete)."""
+        with self._lock:
+            self._tokens.clear()
+            self._evicted_at.clear()
+
+    def _fetch(self, key: CacheKey, flight: Future[str], fetch: Callable[[], Token]) -> None:
+        try:
+            sent_at = self.clock()
+            cached = self._timed(fetch(), sent_at)
+        except BaseException as exc:
+            with self._lock:
+                self._land(key, flight)
+            flight.set_exception(exc)
+        else:
+            with self._lock:
+                self._tokens[key] = cached
+                self._land(key, flight)
+            flight.set_result(cached.access_token)
+
+    def _land(self, key: CacheKey, flight: Future[str]) -> None:
+        if self._flights.get(key) is flight:
+            del self._flights[key]
+
+    def _timed(self, token: Token, sent_at: float) -> CachedToken:
+        lifetime = token.expires_in or self.default_lifetime
+        expires_at = sent_at + lifetime
+        return CachedToken(
+            token.access_token, sent_at, expires_at - min(self.leeway, lifetime / 2), expires_at
+        )
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+        self._flights = {}
+
+
+# Fork safety: hold every cache's lock across fork() so a child never copies a
+# half-updated cache, then give the child fresh locks and no fetches in flight
+# (the threads running them do not exist in the child).
+_fork_lock = threading.Lock()
+_caches: weakref.WeakSet[TokenCache] = weakref.WeakSet()
+_held: list[TokenCache] = []
+
+
+def _register_for_fork(cache: TokenCache) -> None:
+    with _fork_lock:
+        _caches.add(cache)
+
+
+def _before_fork() -> None:
+    _fork_lock.acquire()
+    _held.extend(_caches)
+    for cache in _held:
+        cache._lock.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    for cache in _held:
+        cache._lock.release()
+    _held.clear()
+    _fork_lock.release()
+
+
+def _after_fork_in_child() -> None:
+    global _fork_lock
+    for cache in _held:
+        cache._after_fork_in_child()
+    _held.clear()
+    _fork_lock = threading.Lock()
+
+
+os.register_at_fork(
+    before=_before_fork,
+    after_in_parent=_after_fork_in_parent,
+    after_in_child=_after_fork_in_child,
+)
+
+
+_shared = TokenCache()
+
+
+def shared_cache() -> TokenCache:
+    """The process-wide cache that auth objects use when given ``cache=None``."""
+    return _shared

@@ -1,0 +1,48 @@
+"""Build an auth object from environment variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from .auth import DEFAULT_BASE_URL, ClientCredentialsAuth, PersonalAccessTokenAuth, PiggyAuth
+from .errors import ConfigurationError
+
+PAT_VARIABLE = "PIGGY_PERSONAL_ACCESS_TOKEN"
+CLIENT_ID_VARIABLE = "PIGGY_CLIENT_ID"
+CLIENT_SECRET_VARIABLE = "PIGGY_CLIENT_SECRET"
+BASE_URL_VARIABLE = "PIGGY_BASE_URL"
+
+
+def from_env(environ: Mapping[str, str] | None = None, **options: Any) -> PiggyAuth:
+    """The auth the environment describes.
+
+    ``PIGGY_PERSONAL_ACCESS_TOKEN`` gives a :class:`PersonalAccessTokenAuth`;
+    otherwise ``PIGGY_CLIENT_ID`` and ``PIGGY_CLIENT_SECRET`` give a
+    :class:`ClientCredentialsAuth`. ``PIGGY_BASE_URL`` overrides the base URL.
+
+    :param environ: the variables to read; ``None`` for ``os.environ``.
+    :param options: passed on to the auth class (``cache=``, ``timeout=``, ...).
+    :raises ConfigurationError: when the variables are missing or invalid.
+    """
+    env = os.environ if environ is None else environ
+    base_url = env.get(BASE_URL_VARIABLE) or DEFAULT_BASE_URL
+    try:
+        if env.get(PAT_VARIABLE):
+            return PersonalAccessTokenAuth(env[PAT_VARIABLE], base_url=base_url, **options)
+        missing = [
+            name for name in (CLIENT_ID_VARIABLE, CLIENT_SECRET_VARIABLE) if not env.get(name)
+        ]
+        if missing:
+            raise ConfigurationError(
+                f"no Piggy credentials in the environment: set {PAT_VARIABLE}, or set "
+                f"{CLIENT_ID_VARIABLE} and {CLIENT_SECRET_VARIABLE} (missing: {', '.join(missing)})"
+            )
+        return ClientCredentialsAuth(
+            env[CLIENT_ID_VARIABLE], env[CLIENT_SECRET_VARIABLE], base_url=base_url, **options
+        )
+    except ValueError as exc:
+        if isinstance(exc, ConfigurationError):
+            raise
+        raise ConfigurationError(f"invalid Piggy settings in the environment: {exc}") from None

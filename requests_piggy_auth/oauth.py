@@ -1,0 +1,209 @@
+"""The client credentials grant, sans-IO: build the token request, parse the answer.
+
+Adapters move the bytes with their own HTTP library; everything about what
+the bytes mean lives here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal, TypeGuard
+from urllib.parse import urlencode
+
+import requests
+
+from ._version import __version__
+from .errors import InvalidClientError, TokenRequestError, TokenResponseError
+
+#: Token lifetimes are capped at one day; a longer one is simply renewed daily.
+MAX_LIFETIME = 86_400.0
+#: Token endpoint bodies are read up to this many bytes, never more.
+MAX_BODY = 1024 * 1024
+USER_AGENT = f"requests-piggy-auth/{__version__} {requests.utils.default_user_agent()}"
+
+_VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
+_EXCERPT_LENGTH = 200
+
+
+def is_valid_token(token: object) -> TypeGuard[str]:
+    """Whether ``token`` can go into an ``Authorization`` header unchanged.
+
+    A non-empty string of visible ASCII: no whitespace, CR, LF or control
+    characters, so it can never inject a header.
+    """
+    return isinstance(token, str) and _VISIBLE_ASCII.fullmatch(token) is not None
+
+
+@dataclass(frozen=True)
+class Token:
+    """An access token and how long it lives (``None``: the server did not say)."""
+
+    access_token: str = field(repr=False)
+    expires_in: float | None = None
+
+
+@dataclass(frozen=True)
+class TokenRequest:
+    """An HTTP request for a token, ready to send. The body holds the secret."""
+
+    url: str
+    headers: Mapping[str, str]
+    body: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class TokenResponse:
+    """What the token endpoint answered: status, headers and at most ``MAX_BODY`` bytes."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ClientCredentials:
+    """The client credentials grant for one client at one token endpoint.
+
+    :param token_url: the token endpoint.
+    :param client_id: the OAuth client id.
+    :param client_secret: the OAuth client secret (never shown by ``repr``).
+    :param request_format: ``"json"`` (Piggy's docs) or ``"form"`` (the PHP SDK).
+    """
+
+    token_url: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    request_format: Literal["json", "form"] = "json"
+
+    def __post_init__(self) -> None:
+        if self.request_format not in ("json", "form"):
+            raise ValueError(
+                f"token_request_format must be 'json' or 'form', got {self.request_format!r}"
+            )
+        for name in ("client_id", "client_secret"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ValueError(f"{name} must be a non-empty string")
+
+    def token_request(self) -> TokenRequest:
+        """The request that asks the token endpoint for a new token."""
+        fields = {
+            "grant_type": "client_credentials",
+            "client_id": self.client_id,
+            "client_secret": self.client_secret,
+        }
+        if self.request_format == "json":
+            content_type, body = "application/json", json.dumps(fields).encode()
+        else:
+            content_type, body = "application/x-www-form-urlencoded", urlencode(fields).encode()
+        headers = {
+            "Accept": "application/json",
+            "Content-Type": content_type,
+            "User-Agent": USER_AGENT,
+        }
+        return TokenRequest(self.token_url, headers, body)
+
+    def parse(self, response: TokenResponse) -> Token:
+        """Turn the token endpoint's answer into a :class:`Token`.
+
+        :raises InvalidClientError: a 400 or 401 naming an OAuth error.
+        :raises TokenRequestError: any other answer that is not 2xx.
+        :raises TokenResponseError: a 2xx answer without a usable token.
+        """
+        status = response.status
+        if 300 <= status < 400:
+            raise TokenRequestError(
+                f"token endpoint {self.token_url} answered HTTP {status} (a redirect to "
+                f"{response.headers.get('Location', 'nowhere')!r}); token requests never "
+                "follow redirects, so check base_url",
+                status=status,
+            )
+        if not 200 <= status < 300:
+            raise self._refusal(response)
+        payload = _json_object(response.body)
+        if payload is None:
+            raise TokenResponseError(
+                f"token endpoint answered HTTP {status} with a body that is not a JSON object "
+                f"({response.headers.get('Content-Type', 'no content type')}, "
+                f"{len(response.body)} bytes)",
+                status=status,
+            )
+        token_type = payload.get("token_type", "Bearer")
+        if not isinstance(token_type, str) or token_type.lower() != "bearer":
+            raise TokenResponseError(
+                f"token endpoint answered token_type {_describe(token_type)}, expected 'Bearer'",
+                status=status,
+            )
+        access_token = payload.get("access_token")
+        if not is_valid_token(access_token):
+            raise TokenResponseError(
+                "token endpoint answered without a usable access_token (it must be a "
+                f"non-empty string of visible ASCII characters; got {_describe(access_token)})",
+                status=status,
+            )
+        return Token(access_token, _lifetime(payload.get("expires_in"), status))
+
+    def _refusal(self, response: TokenResponse) -> TokenRequestError:
+        payload = _json_object(response.body) or {}
+        error, description = payload.get("error"), payload.get("error_description")
+        description = self._redact(description) if isinstance(description, str) else None
+        if response.status in (400, 401) and isinstance(error, str):
+            error = self._redact(error)
+            return InvalidClientError(
+                f"token endpoint refused client {self.client_id!r}: HTTP {response.status} "
+                f"{error}" + (f" ({description})" if description else ""),
+                status=response.status,
+                error=error,
+                error_description=description,
+            )
+        excerpt = self._redact(
+            " ".join(response.body[:_EXCERPT_LENGTH].decode("utf-8", "replace").split())
+        )
+        return TokenRequestError(
+            f"token endpoint answered HTTP {response.status}"
+            + (f": {excerpt!r}" if excerpt else " with an empty body"),
+            status=response.status,
+        )
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self.client_secret, "[secret]")
+
+
+def _json_object(body: bytes) -> dict[str, object] | None:
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+def _describe(value: object) -> str:
+    """Say what kind of value arrived without showing it (it may be a secret)."""
+    if value is None:
+        return "nothing"
+    if isinstance(value, str):
+        return f"a string of {len(value)} characters" if value else "an empty string"
+    return f"a JSON {type(value).__name__}"
+
+
+def _lifetime(expires_in: object, status: int) -> float | None:
+    if expires_in is None:
+        return None
+    seconds = math.nan
+    if isinstance(expires_in, (int, float)) and not isinstance(expires_in, bool):
+        seconds = float(expires_in)
+    elif isinstance(expires_in, str):
+        with contextlib.suppress(ValueError):
+            seconds = float(expires_in)
+    if not seconds > 0:  # also false for NaN
+        raise TokenResponseError(
+            f"token endpoint answered expires_in={str(expires_in)[:40]!r}; it must be a positive "
+            "number "
+            "of seconds",
+            status=status,
+        )
+    return min(seconds, MAX_LIFETIME)

@@ -1,0 +1,61 @@
+"""Origins: which URLs a token may be sent to."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import NamedTuple
+from urllib.parse import urlsplit
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class Origin(NamedTuple):
+    """The ``(scheme, host, port)`` of a URL, normalised for comparison."""
+
+    scheme: str
+    host: str
+    port: int
+
+    @classmethod
+    def of(cls, url: str) -> Origin | None:
+        """Return the origin of ``url``, or ``None`` if it has no http(s) origin."""
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError:
+            return None
+        scheme = parts.scheme.lower()
+        if scheme not in _DEFAULT_PORTS or not parts.hostname:
+            return None
+        return cls(scheme, parts.hostname.lower(), port or _DEFAULT_PORTS[scheme])
+
+    @property
+    def is_loopback(self) -> bool:
+        """Whether the host is ``localhost`` or a loopback address."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+def secure_origin(url: str, *, what: str) -> Origin:
+    """Parse ``url`` into an origin that may carry a token.
+
+    :raises ValueError: if ``url`` is not an absolute http(s) URL, or is plain
+        http to a host other than loopback.
+    """
+    origin = Origin.of(url)
+    if origin is None:
+        raise ValueError(f"{what} must be an absolute http(s) URL, got {url!r}")
+    if origin.scheme != "https" and not origin.is_loopback:
+        raise ValueError(
+            f"{what} must use https (plain http is allowed only for localhost and "
+            f"loopback addresses), got {url!r}"
+        )
+    return origin

@@ -1,0 +1,53 @@
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(
+    r'__version__ = "([^"]+)"', (HERE / "requests_piggy_auth" / "_version.py").read_text()
+).group(1)
+
+TEST = [
+    "pytest>=7.4",
+    "pytest-cov>=4.1",
+    "pytest-httpserver>=1.0.8",
+    "pytest-timeout>=2.2",
+    "hypothesis>=6.90",
+    "mypy>=1.8",
+    "ruff>=0.4",
+    "types-cachetools",
+]
+
+setup(
+    name="requests-piggy-auth",
+    version=VERSION,
+    description="Authentication for the Piggy (Leat) loyalty API: requests and urllib3, "
+    "with a shared, thread-safe token cache",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    packages=find_packages(include=["requests_piggy_auth", "requests_piggy_auth.*"]),
+    package_data={"requests_piggy_auth": ["py.typed"]},
+    python_requires=">=3.10",
+    install_requires=[
+        "requests>=2.28",
+        "urllib3>=1.26.5,<3",
+        "cachetools>=5.0",
+    ],
+    extras_require={
+        "test": TEST,
+    },
+    classifiers=[
+        "Development Status :: 4 - Beta",
+        "Intended Audience :: Developers",
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3 :: Only",
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Programming Language :: Python :: 3.13",
+        "Topic :: Internet :: WWW/HTTP",
+        "Typing :: Typed",
+    ],
+)

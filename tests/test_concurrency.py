@@ -1,0 +1,139 @@
+"""Threads and processes share one token: counted at the server."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+from werkzeug import Response
+
+from requests_piggy_auth import ClientCredentialsAuth, TokenCache
+
+from .conftest import API, CLIENT_ID, CLIENT_SECRET, Piggy, json_response
+
+THREADS = 32
+
+
+def run_together(n: int, task: Callable[[], requests.Response]) -> list[requests.Response]:
+    """Run ``task`` in ``n`` threads released at once by a barrier."""
+    barrier = threading.Barrier(n)
+
+    def released() -> requests.Response:
+        barrier.wait()
+        return task()
+
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(lambda _: released(), range(n)))
+
+
+def test_cold_start_with_own_sessions_makes_one_token_request(
+    piggy: Piggy, cache: TokenCache
+) -> None:
+    hold = piggy.hold()
+
+    def call() -> requests.Response:
+        with requests.Session() as session:
+            session.auth = ClientCredentialsAuth(
+                CLIENT_ID, CLIENT_SECRET, base_url=piggy.url, cache=cache
+            )
+            return session.get(piggy.url + API)
+
+    with ThreadPoolExecutor(1) as releaser:
+        releaser.submit(hold.release_on_arrival)
+        responses = run_together(THREADS, call)
+
+    assert [r.status_code for r in responses] == [200] * THREADS
+    assert len(piggy.token_requests) == 1
+    assert len({r.request.headers["Authorization"] for r in responses}) == 1
+
+
+def test_cold_start_with_one_shared_session_makes_one_token_request(
+    piggy: Piggy, auth: ClientCredentialsAuth
+) -> None:
+    hold = piggy.hold()
+    with requests.Session() as session, ThreadPoolExecutor(1) as releaser:
+        session.auth = auth
+        releaser.submit(hold.release_on_arrival)
+        responses = run_together(THREADS, lambda: session.get(piggy.url + API))
+
+    assert [r.status_code for r in responses] == [200] * THREADS
+    assert len(piggy.token_requests) == 1
+
+
+def test_concurrent_401s_for_one_token_make_one_token_request(
+    piggy: Piggy, auth: ClientCredentialsAuth
+) -> None:
+    with requests.Session() as session:
+        session.auth = auth
+        assert session.get(piggy.url + API).status_code == 200
+    piggy.revoke_all()
+    # Every request gets its 401 only once all of them hold the revoked token.
+    everyone_rejected = threading.Barrier(THREADS)
+
+    def rejected() -> Response:
+        everyone_rejected.wait(30)
+        return json_response(
+            {"error": "invalid_token"}, 401, {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+        )
+
+    piggy.unauthorized_response = rejected
+
+    def call() -> requests.Response:
+        with requests.Session() as session:
+            session.auth = auth
+            return session.get(piggy.url + API)
+
+    responses = run_together(THREADS, call)
+
+    assert [r.status_code for r in responses] == [200] * THREADS
+    assert [r.history[0].status_code for r in responses] == [401] * THREADS
+    assert len(piggy.token_requests) == 2
+    assert piggy.unauthorized == THREADS
+
+
+def test_a_slow_token_request_does_not_block_another_client(
+    piggy: Piggy, cache: TokenCache
+) -> None:
+    piggy.clients["client-b"] = "secret-b"
+    hold = piggy.hold(CLIENT_ID)
+    auth_a = ClientCredentialsAuth(CLIENT_ID, CLIENT_SECRET, base_url=piggy.url, cache=cache)
+    auth_b = ClientCredentialsAuth("client-b", "secret-b", base_url=piggy.url, cache=cache)
+
+    with ThreadPoolExecutor(1) as pool:
+        pending_a = pool.submit(requests.get, piggy.url + API, auth=auth_a)
+        assert hold.arrived.wait(30)
+        response_b = requests.get(piggy.url + API, auth=auth_b)
+        assert response_b.status_code == 200
+        assert not pending_a.done()
+        hold.released.set()
+        assert pending_a.result().status_code == 200
+    assert [r["client_id"] for r in piggy.token_requests] == [CLIENT_ID, "client-b"]
+
+
+def _child_get(auth: ClientCredentialsAuth, url: str, results: multiprocessing.SimpleQueue) -> None:  # type: ignore[type-arg]
+    results.put(requests.get(url, auth=auth, timeout=30).status_code)
+
+
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
+def test_a_child_forked_during_a_fetch_gets_its_own_token(
+    piggy: Piggy, auth: ClientCredentialsAuth
+) -> None:
+    hold = piggy.hold()
+    fork = multiprocessing.get_context("fork")
+    results = fork.SimpleQueue()
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(requests.get, piggy.url + API, auth=auth)
+        assert hold.arrived.wait(30)
+        child = fork.Process(target=_child_get, args=(auth, piggy.url + API, results))
+        child.start()
+        child.join(30)
+        hold.released.set()
+        assert pending.result().status_code == 200
+
+    assert child.exitcode == 0
+    assert results.get() == 200
+    assert len(piggy.token_requests) == 2
