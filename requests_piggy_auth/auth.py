@@ -273,9 +273,10 @@ class PersonalAccessTokenAuth(PiggyAuth):
                 warned, self._warned = self._warned, True
             if not warned:
                 log.warning(
-                    "the personal access token expires in %s (at %s UTC); create a new one in "
-                    "the Business Dashboard under Apps → Integrations → Personal Access Tokens",
-                    _round(remaining),
+                    "the personal access token expires in %.1f days (at %s UTC); create a new "
+                    "one in the Business Dashboard under Apps → Integrations → Personal Access "
+                    "Tokens",
+                    remaining / timedelta(days=1),
                     f"{self.expires_at:%Y-%m-%d %H:%M}",
                 )
 
@@ -303,7 +304,3 @@ def _rewinder(body: object) -> Callable[[], object] | None:
 
 def _last4(token: str) -> str:
     return token[-4:] if len(token) >= 16 else ""
-
-
-def _round(delta: timedelta) -> timedelta:
-    return timedelta(seconds=round(delta.total_seconds()))

@@ -138,17 +138,13 @@ class TokenCache:
             cached = self._timed(fetch(), sent_at)
         except BaseException as exc:
             with self._lock:
-                self._land(key, flight)
+                del self._flights[key]
             flight.set_exception(exc)
         else:
             with self._lock:
                 self._tokens[key] = cached
-                self._land(key, flight)
+                del self._flights[key]
             flight.set_result(cached.access_token)
-
-    def _land(self, key: CacheKey, flight: Future[str]) -> None:
-        if self._flights.get(key) is flight:
-            del self._flights[key]
 
     def _timed(self, token: Token, sent_at: float) -> CachedToken:
         lifetime = token.expires_in or self.default_lifetime

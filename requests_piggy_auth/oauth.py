@@ -122,6 +122,12 @@ class ClientCredentials:
                 "follow redirects, so check base_url",
                 status=status,
             )
+        if len(response.body) > MAX_BODY:
+            raise TokenResponseError(
+                f"token endpoint answered HTTP {status} with a body over {MAX_BODY} bytes; "
+                "stopped reading it",
+                status=status,
+            )
         if not 200 <= status < 300:
             raise self._refusal(response)
         payload = _json_object(response.body)

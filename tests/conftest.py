@@ -123,14 +123,30 @@ def json_response(
     return Response(json.dumps(payload), status, headers, content_type="application/json")
 
 
-@pytest.fixture
-def server() -> Iterator[HTTPServer]:
+def running_server() -> Iterator[HTTPServer]:
     server = HTTPServer(host="127.0.0.1", threaded=True)
     server.start()
     yield server
-    server.clear()
-    if server.is_running():
-        server.stop()
+    server.stop()
+
+
+# Servers live for the session (stopping one takes half a second) and are
+# cleared after each test.
+main_server = pytest.fixture(scope="session")(running_server)
+other_server = pytest.fixture(scope="session")(running_server)
+
+
+@pytest.fixture
+def server(main_server: HTTPServer) -> Iterator[HTTPServer]:
+    yield main_server
+    main_server.clear()
+
+
+@pytest.fixture
+def other(other_server: HTTPServer) -> Iterator[HTTPServer]:
+    """A second origin: same host, another port."""
+    yield other_server
+    other_server.clear()
 
 
 @pytest.fixture

@@ -1,0 +1,120 @@
+"""TokenCache on its own: expiry, single-flight, compare-and-evict, bounds."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from requests_piggy_auth import TokenCache
+from requests_piggy_auth.oauth import Token
+
+from .conftest import FakeClock
+
+KEY = ("https://api.piggy.eu/oauth/token", "client")
+
+
+def test_a_token_without_expires_in_gets_the_default_lifetime(
+    cache: TokenCache, clock: FakeClock
+) -> None:
+    assert cache.get(KEY, lambda: Token("one")) == "one"
+    clock.advance(300 - 30 - 0.001)
+    assert cache.get(KEY, lambda: Token("two")) == "one"
+    clock.advance(0.001)
+    assert cache.get(KEY, lambda: Token("two")) == "two"
+
+
+def test_lifetime_counts_from_when_the_request_was_sent(
+    cache: TokenCache, clock: FakeClock
+) -> None:
+    def slow_fetch() -> Token:
+        clock.advance(50)  # the token endpoint took 50 s to answer
+        return Token("one", expires_in=100)
+
+    cache.get(KEY, slow_fetch)
+    clock.advance(100 - 50 - 30 - 0.001)
+    assert cache.get(KEY, lambda: Token("two")) == "one"
+    clock.advance(0.001)
+    assert cache.get(KEY, lambda: Token("two")) == "two"
+
+
+def test_concurrent_misses_share_one_fetch_and_its_error() -> None:
+    cache = TokenCache()
+    started, release = threading.Event(), threading.Event()
+    calls = []
+
+    def failing_fetch() -> Token:
+        calls.append(1)
+        started.set()
+        release.wait(30)
+        raise RuntimeError("endpoint down")
+
+    def get() -> str:
+        return cache.get(KEY, failing_fetch)
+
+    with ThreadPoolExecutor(8) as pool:
+        leader = pool.submit(get)
+        assert started.wait(30)
+        waiters = [pool.submit(get) for _ in range(7)]
+        # Waiters that arrive while the fetch is in flight join it.
+        while sum(1 for w in waiters if w.running()) < 7:
+            pass
+        release.set()
+        errors = [f.exception(30) for f in [leader, *waiters]]
+
+    assert all(isinstance(e, RuntimeError) for e in errors)
+    assert len(calls) <= 8
+    assert len(cache) == 0
+    assert cache.get(KEY, lambda: Token("fresh")) == "fresh"
+
+
+def test_evict_compares_before_it_evicts(cache: TokenCache, clock: FakeClock) -> None:
+    cache.get(KEY, lambda: Token("one"))
+
+    assert cache.evict(KEY, "someone-elses-token") is True
+    assert cache.get(KEY, lambda: Token("two")) == "one"
+    assert cache.evict(KEY, "one") is True
+    assert cache.get(KEY, lambda: Token("two")) == "two"
+
+
+def test_evictions_are_rate_limited_per_key(cache: TokenCache, clock: FakeClock) -> None:
+    cache.get(KEY, lambda: Token("one"))
+    assert cache.evict(KEY, "one") is True
+    cache.get(KEY, lambda: Token("two"))
+
+    clock.advance(4.9)
+    assert cache.evict(KEY, "two") is False
+    assert cache.get(KEY, lambda: Token("three")) == "two"
+
+    clock.advance(0.1)
+    assert cache.evict(KEY, "two") is True
+    assert cache.get(KEY, lambda: Token("three")) == "three"
+
+
+def test_an_empty_key_may_be_retried(cache: TokenCache) -> None:
+    assert cache.evict(KEY, "never-cached") is True
+
+
+def test_the_cache_is_bounded(clock: FakeClock) -> None:
+    cache = TokenCache(maxsize=2, clock=clock)
+    for client in "abc":
+        cache.get(("url", client), lambda: Token("t"))
+
+    assert len(cache) == 2
+    assert repr(cache) == "<TokenCache clients=2 maxsize=2>"
+
+
+def test_clear_forgets_every_token(cache: TokenCache) -> None:
+    cache.get(KEY, lambda: Token("one"))
+    cache.clear()
+    assert cache.get(KEY, lambda: Token("two")) == "two"
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"leeway": -1}, {"default_lifetime": 0}, {"min_evict_interval": -0.5}],
+)
+def test_bad_settings_are_refused(options: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="must be"):
+        TokenCache(1024, **options)  # type: ignore[arg-type]

@@ -1,0 +1,77 @@
+"""Origins and base URL rules."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from requests_piggy_auth import ClientCredentialsAuth, PersonalAccessTokenAuth
+from requests_piggy_auth.origins import Origin
+
+
+@pytest.mark.parametrize(
+    ("url", "origin"),
+    [
+        ("https://API.piggy.eu/x", Origin("https", "api.piggy.eu", 443)),
+        ("HTTP://127.0.0.1:8080", Origin("http", "127.0.0.1", 8080)),
+        ("http://[::1]/", Origin("http", "::1", 80)),
+        ("ftp://example.com", None),
+        ("/relative", None),
+        ("https://host:notaport", None),
+    ],
+)
+def test_origin_of(url: str, origin: Origin | None) -> None:
+    assert Origin.of(url) == origin
+
+
+def test_origin_str() -> None:
+    assert str(Origin("http", "::1", 80)) == "http://[::1]:80"
+    assert str(Origin("https", "api.piggy.eu", 443)) == "https://api.piggy.eu:443"
+
+
+@pytest.mark.parametrize(
+    "base_url", ["http://localhost:8080", "http://127.0.0.5", "http://[::1]:1", "https://x.eu/"]
+)
+def test_https_or_loopback_base_urls_are_accepted(base_url: str) -> None:
+    assert PersonalAccessTokenAuth("t", base_url=base_url).base_url == base_url.rstrip("/")
+
+
+@pytest.mark.parametrize(
+    ("base_url", "says"),
+    [
+        ("http://api.piggy.eu", "must use https"),
+        ("http://10.0.0.1", "must use https"),
+        ("api.piggy.eu", "absolute http(s) URL"),
+        ("ftp://api.piggy.eu", "absolute http(s) URL"),
+    ],
+)
+def test_other_base_urls_are_refused(base_url: str, says: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(says)):
+        ClientCredentialsAuth("id", "secret", base_url=base_url)
+
+
+def test_allowed_origins() -> None:
+    auth = PersonalAccessTokenAuth("t", allowed_origins="https://other.piggy.eu")
+
+    assert auth.sends_token_to("https://api.piggy.eu/api/v3/x")
+    assert auth.sends_token_to("https://other.piggy.eu:443/y")
+    assert not auth.sends_token_to("http://api.piggy.eu/api/v3/x")
+    assert not auth.sends_token_to("https://api.piggy.eu:8443/")
+    assert not auth.sends_token_to("https://evil.example/")
+    with pytest.raises(ValueError, match="allowed_origins must use https"):
+        PersonalAccessTokenAuth("t", allowed_origins=["http://other.piggy.eu"])
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        ({"client_id": ""}, "client_id must be a non-empty string"),
+        ({"client_secret": ""}, "client_secret must be a non-empty string"),
+        ({"token_request_format": "xml"}, "token_request_format must be 'json' or 'form'"),
+    ],
+)
+def test_bad_client_credentials_are_refused(options: dict[str, str], says: str) -> None:
+    settings = {"client_id": "id", "client_secret": "secret", **options}
+    with pytest.raises(ValueError, match=re.escape(says)):
+        ClientCredentialsAuth(**settings)  # type: ignore[arg-type]
