@@ -9,6 +9,7 @@ registered on that request.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, timezone
@@ -33,6 +34,8 @@ from .origins import Origin, secure_origin
 from .token_session import token_session
 
 DEFAULT_BASE_URL = "https://api.piggy.eu"
+#: Sets the base URL for auth objects created without ``base_url=``.
+BASE_URL_VARIABLE = "PIGGY_BASE_URL"
 #: Connect and read timeouts, in seconds, for token requests.
 DEFAULT_TIMEOUT = (5.0, 10.0)
 #: A personal access token this close to its expiry date logs a warning.
@@ -55,7 +58,9 @@ class PiggyAuth(requests.auth.AuthBase):
     #: Whether a 401 can be cured by fetching a new token.
     renewable = False
 
-    def __init__(self, *, base_url: str, allowed_origins: Iterable[str]) -> None:
+    def __init__(self, *, base_url: str | None, allowed_origins: Iterable[str]) -> None:
+        if base_url is None:
+            base_url = os.environ.get(BASE_URL_VARIABLE) or DEFAULT_BASE_URL
         self.base_url = base_url.rstrip("/")
         origin = secure_origin(self.base_url, what="base_url")
         if isinstance(allowed_origins, str):
@@ -134,6 +139,7 @@ class ClientCredentialsAuth(PiggyAuth):
     :param client_secret: the OAuth client secret.
     :param base_url: the API's base URL; the token endpoint is
         ``base_url + "/oauth/token"``. Must be https unless loopback.
+        ``None``: ``$PIGGY_BASE_URL``, else ``https://api.piggy.eu``.
     :param allowed_origins: more origins (URLs) that may receive the token.
     :param cache: the :class:`TokenCache` to share; ``None`` for the process-wide one.
     :param token_session: the ``requests.Session`` for token requests;
@@ -150,7 +156,7 @@ class ClientCredentialsAuth(PiggyAuth):
         client_id: str,
         client_secret: str,
         *,
-        base_url: str = DEFAULT_BASE_URL,
+        base_url: str | None = None,
         allowed_origins: Iterable[str] = (),
         cache: TokenCache | None = None,
         token_session: requests.Session | None = None,
@@ -224,6 +230,7 @@ class PersonalAccessTokenAuth(PiggyAuth):
     :param expires_at: its expiry date, if it has one; a naive datetime is
         local time. Requests after it raise :class:`TokenExpiredError`.
     :param base_url: the API's base URL. Must be https unless loopback.
+        ``None``: ``$PIGGY_BASE_URL``, else ``https://api.piggy.eu``.
     :param allowed_origins: more origins (URLs) that may receive the token.
     :raises ValueError: for an empty token, one with whitespace or control
         characters, or a bad URL.
@@ -234,7 +241,7 @@ class PersonalAccessTokenAuth(PiggyAuth):
         token: str,
         *,
         expires_at: datetime | None = None,
-        base_url: str = DEFAULT_BASE_URL,
+        base_url: str | None = None,
         allowed_origins: Iterable[str] = (),
     ) -> None:
         super().__init__(base_url=base_url, allowed_origins=allowed_origins)

@@ -6,13 +6,18 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from .auth import DEFAULT_BASE_URL, ClientCredentialsAuth, PersonalAccessTokenAuth, PiggyAuth
+from .auth import (
+    BASE_URL_VARIABLE,
+    DEFAULT_BASE_URL,
+    ClientCredentialsAuth,
+    PersonalAccessTokenAuth,
+    PiggyAuth,
+)
 from .errors import ConfigurationError
 
 PAT_VARIABLE = "PIGGY_PERSONAL_ACCESS_TOKEN"
 CLIENT_ID_VARIABLE = "PIGGY_CLIENT_ID"
 CLIENT_SECRET_VARIABLE = "PIGGY_CLIENT_SECRET"
-BASE_URL_VARIABLE = "PIGGY_BASE_URL"
 
 
 def from_env(environ: Mapping[str, str] | None = None, **options: Any) -> PiggyAuth:

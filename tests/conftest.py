@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -153,7 +154,7 @@ def other(other_server: HTTPServer) -> Iterator[HTTPServer]:
 def piggy(server: HTTPServer) -> Piggy:
     piggy = Piggy(server)
     server.expect_request("/oauth/token", method="POST").respond_with_handler(piggy.handle_token)
-    server.expect_request(API).respond_with_handler(piggy.handle_api)
+    server.expect_request(re.compile("/api/.*")).respond_with_handler(piggy.handle_api)
     return piggy
 
 

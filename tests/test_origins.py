@@ -75,3 +75,9 @@ def test_bad_client_credentials_are_refused(options: dict[str, str], says: str) 
     settings = {"client_id": "id", "client_secret": "secret", **options}
     with pytest.raises(ValueError, match=re.escape(says)):
         ClientCredentialsAuth(**settings)  # type: ignore[arg-type]
+
+
+def test_the_base_url_defaults_to_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert PersonalAccessTokenAuth("t").base_url == "https://api.piggy.eu"
+    monkeypatch.setenv("PIGGY_BASE_URL", "http://127.0.0.1:8000/")
+    assert PersonalAccessTokenAuth("t").base_url == "http://127.0.0.1:8000"
