@@ -171,6 +171,7 @@ class ClientCredentialsAuth(PiggyAuth):
         self.token_session = token_session
         self.timeout = timeout
         self._key = (self.grant.token_url, client_id)
+        self._fetch_with_requests = partial(self._fetch, self._send)
 
     def __repr__(self) -> str:
         return f"ClientCredentialsAuth(client_id={self.client_id!r}, base_url={self.base_url!r})"
@@ -190,7 +191,8 @@ class ClientCredentialsAuth(PiggyAuth):
 
         :raises TokenRequestError: (or a subclass) when no token could be had.
         """
-        return self.cache.get(self._key, partial(self._fetch, send or self._send))
+        fetch = self._fetch_with_requests if send is None else partial(self._fetch, send)
+        return self.cache.get(self._key, fetch)
 
     def should_retry(self, token: str, www_authenticate: str | None, body: bytes) -> bool:
         """True when the 401 may mean a stale token and evicting it made room for a new one."""

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from cachetools import LRUCache, TLRUCache
+from cachetools import LRUCache
 
 from .oauth import Token
 
@@ -43,7 +43,7 @@ class CachedToken:
 
 
 class TokenCache:
-    """A thread-safe, bounded cache of access tokens keyed by client.
+    """A thread-safe, bounded (least recently used) cache of access tokens keyed by client.
 
     :param maxsize: how many clients' tokens to keep (least recently used go first).
     :param leeway: renew a token this many seconds before it expires; clamped
@@ -72,9 +72,7 @@ class TokenCache:
         self.min_evict_interval = min_evict_interval
         self.clock = clock
         self._lock = threading.Lock()
-        self._tokens: TLRUCache[CacheKey, CachedToken] = TLRUCache(
-            maxsize, ttu=lambda _key, token, _now: token.expires_at, timer=clock
-        )
+        self._tokens: LRUCache[CacheKey, CachedToken] = LRUCache(maxsize)
         self._evicted_at: LRUCache[CacheKey, float] = LRUCache(maxsize)
         self._flights: dict[CacheKey, Future[str]] = {}
         _register_for_fork(self)
@@ -83,8 +81,10 @@ class TokenCache:
         return f"<TokenCache clients={len(self)} maxsize={self._tokens.maxsize}>"
 
     def __len__(self) -> int:
+        """How many clients have a token that has not expired."""
         with self._lock:
-            return len(self._tokens)
+            now = self.clock()
+            return sum(1 for cached in self._tokens.values() if now < cached.expires_at)
 
     def get(self, key: CacheKey, fetch: Callable[[], Token]) -> str:
         """Return the cached token for ``key``, calling ``fetch`` on a miss.

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import NamedTuple
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -16,18 +17,14 @@ class Origin(NamedTuple):
     host: str
     port: int
 
-    @classmethod
-    def of(cls, url: str) -> Origin | None:
+    @staticmethod
+    def of(url: str) -> Origin | None:
         """Return the origin of ``url``, or ``None`` if it has no http(s) origin."""
         try:
             parts = urlsplit(url)
-            port = parts.port
         except ValueError:
             return None
-        scheme = parts.scheme.lower()
-        if scheme not in _DEFAULT_PORTS or not parts.hostname:
-            return None
-        return cls(scheme, parts.hostname.lower(), port or _DEFAULT_PORTS[scheme])
+        return _origin(parts.scheme, parts.netloc)
 
     @property
     def is_loopback(self) -> bool:
@@ -59,3 +56,17 @@ def secure_origin(url: str, *, what: str) -> Origin:
             f"loopback addresses), got {url!r}"
         )
     return origin
+
+
+@functools.lru_cache(maxsize=256)
+def _origin(scheme: str, netloc: str) -> Origin | None:
+    """The origin of ``scheme://netloc``, cached: it is asked on every request."""
+    parts = SplitResult(scheme, netloc, "", "", "")
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+        return None
+    return Origin(scheme, parts.hostname.lower(), port or _DEFAULT_PORTS[scheme])
