@@ -19,6 +19,7 @@ from requests_piggy_auth.origins import Origin
         ("ftp://example.com", None),
         ("/relative", None),
         ("https://host:notaport", None),
+        ("http://[::1/", None),
     ],
 )
 def test_origin_of(url: str, origin: Origin | None) -> None:

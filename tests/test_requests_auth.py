@@ -12,6 +12,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from requests_piggy_auth import ClientCredentialsAuth, TokenCache
+from requests_piggy_auth.token_session import close_token_session, token_session
 
 from .conftest import API, CLIENT_ID, CLIENT_SECRET, FakeClock, Piggy, json_response
 
@@ -297,3 +298,12 @@ def test_debug_logs_show_at_most_the_last_four_characters(
     token = next(iter(piggy.valid))
     assert f"...{token[-4:]}" in caplog.text
     assert token[:-4] not in caplog.text
+
+
+def test_the_token_session_can_be_closed_and_reopened(
+    piggy: Piggy, auth: ClientCredentialsAuth
+) -> None:
+    close_token_session()
+    close_token_session()
+    assert get(auth, piggy.url + API).status_code == 200
+    assert token_session() is token_session()
