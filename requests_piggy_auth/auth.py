@@ -57,6 +57,8 @@ class PiggyAuth(requests.auth.AuthBase):
 
     #: Whether a 401 can be cured by fetching a new token.
     renewable = False
+    #: Connect and read timeouts, in seconds, for token requests.
+    timeout: Timeout = DEFAULT_TIMEOUT
 
     def __init__(self, *, base_url: str | None, allowed_origins: Iterable[str]) -> None:
         if base_url is None:
@@ -91,7 +93,7 @@ class PiggyAuth(requests.auth.AuthBase):
         r.headers["Authorization"] = f"Bearer {token}"
         if self.renewable:
             r.register_hook(
-                "response", partial(self._handle_401, token=token, rewind=_rewinder(r.body))
+                "response", partial(self._handle_401, token=token, rewind=rewinder(r.body))
             )
         return r
 
@@ -110,13 +112,7 @@ class PiggyAuth(requests.auth.AuthBase):
         if not self.should_retry(token, r.headers.get("WWW-Authenticate"), r.content):
             return r
         if rewind is None:
-            log.warning(
-                "%s %s got 401 for a stale token, but its body cannot be replayed (a "
-                "generator or a consumed stream), so it was not resent; send bytes or a "
-                "seekable file to let it be retried",
-                request.method,
-                request.url,
-            )
+            warn_not_resent(request.method, request.url)
             return r
         rewind()
         r.close()
@@ -300,7 +296,18 @@ def read_at_most(chunks: Iterable[bytes], limit: int) -> bytes:
     return bytes(body[: limit + 1])
 
 
-def _rewinder(body: object) -> Callable[[], object] | None:
+def warn_not_resent(method: str | None, url: str) -> None:
+    """Log that a request got a 401 for a stale token but its body cannot be replayed."""
+    log.warning(
+        "%s %s got 401 for a stale token, but its body cannot be replayed (a generator or a "
+        "consumed stream), so it was not resent; send bytes or a seekable file to let it be "
+        "retried",
+        method,
+        url,
+    )
+
+
+def rewinder(body: object) -> Callable[[], object] | None:
     """How to put ``body`` back where it starts, or ``None`` if it cannot be replayed."""
     if body is None or isinstance(body, (bytes, str)):
         return lambda: None

@@ -6,6 +6,7 @@ import multiprocessing
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import pytest
 import requests
@@ -16,18 +17,32 @@ from requests_piggy_auth import ClientCredentialsAuth, TokenCache
 from .conftest import API, CLIENT_ID, CLIENT_SECRET, Piggy, json_response
 
 THREADS = 32
+T = TypeVar("T")
 
 
-def run_together(n: int, task: Callable[[], requests.Response]) -> list[requests.Response]:
+def run_together(n: int, task: Callable[[], T]) -> list[T]:
     """Run ``task`` in ``n`` threads released at once by a barrier."""
     barrier = threading.Barrier(n)
 
-    def released() -> requests.Response:
+    def released() -> T:
         barrier.wait()
         return task()
 
     with ThreadPoolExecutor(n) as pool:
         return list(pool.map(lambda _: released(), range(n)))
+
+
+def reject_together(piggy: Piggy, n: int) -> None:
+    """Answer 401s only once ``n`` requests have one, so all of them hold the revoked token."""
+    everyone_rejected = threading.Barrier(n)
+
+    def rejected() -> Response:
+        everyone_rejected.wait(30)
+        return json_response(
+            {"error": "invalid_token"}, 401, {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+        )
+
+    piggy.unauthorized_response = rejected
 
 
 def test_cold_start_with_own_sessions_makes_one_token_request(
@@ -71,16 +86,7 @@ def test_concurrent_401s_for_one_token_make_one_token_request(
         session.auth = auth
         assert session.get(piggy.url + API).status_code == 200
     piggy.revoke_all()
-    # Every request gets its 401 only once all of them hold the revoked token.
-    everyone_rejected = threading.Barrier(THREADS)
-
-    def rejected() -> Response:
-        everyone_rejected.wait(30)
-        return json_response(
-            {"error": "invalid_token"}, 401, {"WWW-Authenticate": 'Bearer error="invalid_token"'}
-        )
-
-    piggy.unauthorized_response = rejected
+    reject_together(piggy, THREADS)
 
     def call() -> requests.Response:
         with requests.Session() as session:

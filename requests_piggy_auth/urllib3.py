@@ -1,0 +1,243 @@
+"""Piggy auth for urllib3: :class:`AuthorizedHttp` wraps a PoolManager or ProxyManager.
+
+It uses the same auth objects and token cache as the requests adapter, so one
+token serves requests sessions and urllib3 pools alike. Token requests travel
+through the wrapped pool, so a ProxyManager proxies them too.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Collection, Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urljoin
+
+import urllib3
+from urllib3._collections import HTTPHeaderDict
+from urllib3.exceptions import HTTPError, MaxRetryError
+from urllib3.util.retry import Retry
+
+from .auth import PiggyAuth, Timeout, read_at_most, rewinder, warn_not_resent
+from .errors import TokenRequestError
+from .oauth import MAX_BODY, TokenRequest, TokenResponse
+
+try:
+    from urllib3._request_methods import RequestMethods
+except ImportError:  # pragma: no cover - urllib3 1.26
+    from urllib3.request import RequestMethods  # type: ignore[import-not-found,no-redef]
+
+if TYPE_CHECKING:
+    from urllib3 import BaseHTTPResponse
+
+_CHUNK = 64 * 1024
+#: The headers that describe a request body: a 303 drops them with the body.
+_BODY_HEADERS = frozenset(
+    {
+        "content-encoding",
+        "content-language",
+        "content-location",
+        "content-type",
+        "content-length",
+        "digest",
+        "last-modified",
+    }
+)
+
+
+class AuthorizedHttp(RequestMethods):
+    """A urllib3 pool that sends the Piggy token and recovers from a stale one.
+
+    ``request()`` and ``urlopen()`` take urllib3's arguments and return
+    urllib3's responses. The token goes only to the auth's origins, checked
+    again at every redirect; a 401 for a stale token gets a new token and one
+    resend, with the same rules as the requests adapter.
+
+    :param auth: a :class:`~requests_piggy_auth.PiggyAuth`, shared freely.
+    :param http: the ``PoolManager`` or ``ProxyManager`` to send through
+        (token requests included); ``None`` for a new ``PoolManager``.
+    """
+
+    def __init__(self, auth: PiggyAuth, http: urllib3.PoolManager | None = None) -> None:
+        # RequestMethods.__init__ would reset the wrapped pool's headers.
+        self.auth = auth
+        self.http = urllib3.PoolManager() if http is None else http
+
+    def __repr__(self) -> str:
+        return f"AuthorizedHttp({self.auth!r}, http={self.http!r})"
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The wrapped pool's default headers."""
+        return self.http.headers
+
+    @headers.setter
+    def headers(self, headers: Mapping[str, str]) -> None:
+        self.http.headers = headers
+
+    def __enter__(self) -> AuthorizedHttp:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        """Close the wrapped pool's connections."""
+        self.http.clear()
+
+    def urlopen(  # type: ignore[override]
+        self, method: str, url: str, redirect: bool = True, **kw: Any
+    ) -> BaseHTTPResponse:
+        """Send a request like ``PoolManager.urlopen``, with the token where it belongs.
+
+        Redirects are followed here, hop by hop, with urllib3's ``retries``
+        rules, so each hop gets the token only if the auth sends it there.
+        """
+        if kw.get("headers") is None:
+            kw["headers"] = self.http.headers
+        may_resend = self.auth.renewable
+        while True:
+            rewind = rewinder(kw.get("body"))
+            token = self.auth.token(self._send) if self.auth.sends_token_to(url) else None
+            response = self.http.urlopen(method, url, redirect=False, **_with_token(kw, token))
+            if may_resend and token is not None and response.status == 401:
+                may_resend = False
+                kept = self._after_401(response, token, rewind, method, url, kw)
+                if kept is None:
+                    continue
+                response = kept
+            hop = redirect and self._redirect(response, method, url, kw)
+            if not hop:
+                return response
+            method, url = hop
+
+    def _after_401(
+        self,
+        response: BaseHTTPResponse,
+        token: str,
+        rewind: Callable[[], object] | None,
+        method: str,
+        url: str,
+        kw: dict[str, Any],
+    ) -> BaseHTTPResponse | None:
+        """``None`` when the 401 is drained and released and the body rewound for a resend.
+
+        Otherwise the response to hand back; a streamed one is read to decide,
+        so a copy with the same body is returned in its place.
+        """
+        preloaded = kw.get("preload_content", True)
+        raw = b"" if preloaded else response.read(MAX_BODY + 1, decode_content=False)
+        body = response.data if preloaded else _in_memory(response, raw, url).data
+        if self.auth.should_retry(token, response.headers.get("WWW-Authenticate"), body):
+            if rewind is not None:
+                rewind()
+                response.drain_conn()  # read to the end, the connection goes back to the pool
+                return None
+            warn_not_resent(method, url)
+        if preloaded:
+            return response
+        rest = response.read(decode_content=False)
+        return _in_memory(
+            response, raw + rest, url, preload_content=False, decode_content=response.decode_content
+        )
+
+    def _redirect(
+        self, response: BaseHTTPResponse, method: str, url: str, kw: dict[str, Any]
+    ) -> tuple[str, str] | None:
+        """The next hop's method and URL, with ``kw`` updated as ``PoolManager`` does.
+
+        ``None`` when ``response`` is no redirect, or one that ``retries``
+        says to return.
+
+        :raises MaxRetryError: when ``retries`` says to raise.
+        """
+        location = response.get_redirect_location()
+        if not location:
+            return None
+        location = urljoin(url, location)
+        if response.status == 303:
+            method = "GET"
+            kw.update(body=None, chunked=False, body_pos=None)
+            kw["headers"] = _without(kw["headers"], _BODY_HEADERS)
+        retries = kw.get("retries", response.retries)
+        if not isinstance(retries, Retry):
+            retries = Retry.from_int(retries, redirect=True)
+        pool = self.http.connection_from_url(url)
+        if retries.remove_headers_on_redirect and not pool.is_same_host(location):
+            kw["headers"] = _without(kw["headers"], retries.remove_headers_on_redirect)
+        try:
+            kw["retries"] = retries.increment(method, url, response=response, _pool=pool)
+        except MaxRetryError:
+            if retries.raise_on_redirect:
+                response.drain_conn()
+                raise
+            return None
+        response.drain_conn()
+        return method, location
+
+    def _send(self, request: TokenRequest) -> TokenResponse:
+        """Send a token request through the wrapped pool."""
+        try:
+            response = self.http.urlopen(
+                "POST",
+                request.url,
+                body=request.body,
+                headers=dict(request.headers),
+                redirect=False,
+                timeout=_timeout(self.auth.timeout),
+                preload_content=False,
+            )
+            try:
+                body = read_at_most(response.stream(_CHUNK), MAX_BODY)
+            finally:
+                response.close()  # a no-op once read to the end; else the rest is unread
+                response.release_conn()
+        except HTTPError as exc:
+            raise TokenRequestError(f"token request to {request.url} failed: {exc}") from exc
+        return TokenResponse(response.status, response.headers, body)
+
+
+def _with_token(kw: dict[str, Any], token: str | None) -> dict[str, Any]:
+    if token is None:
+        return kw
+    headers = HTTPHeaderDict(kw["headers"])
+    headers["Authorization"] = f"Bearer {token}"
+    return {**kw, "headers": headers}
+
+
+def _without(headers: Mapping[str, str], names: Collection[str]) -> HTTPHeaderDict:
+    """A copy of ``headers`` without those in ``names`` (lowercase)."""
+    kept = HTTPHeaderDict(headers)
+    for name in headers:
+        if name.lower() in names:
+            kept.discard(name)
+    return kept
+
+
+def _in_memory(
+    response: BaseHTTPResponse,
+    raw: bytes,
+    url: str,
+    *,
+    preload_content: bool = True,
+    decode_content: bool = True,
+) -> urllib3.HTTPResponse:
+    """``response`` again, its body read from ``raw`` (the bytes as sent, still encoded)."""
+    return urllib3.HTTPResponse(
+        body=io.BytesIO(raw),
+        headers=response.headers,
+        status=response.status,
+        version=response.version,
+        reason=response.reason,
+        preload_content=preload_content,
+        decode_content=decode_content,
+        retries=response.retries,
+        enforce_content_length=False,
+        request_url=url,
+    )
+
+
+def _timeout(timeout: Timeout) -> urllib3.Timeout | float | None:
+    """A requests-style timeout, ``(connect, read)`` or one number, for urllib3."""
+    if isinstance(timeout, tuple):
+        return urllib3.Timeout(connect=timeout[0], read=timeout[1])
+    return timeout
