@@ -17,6 +17,7 @@ TEST = [
     "mypy>=1.8",
     "ruff>=0.4",
     "types-cachetools",
+    "tox>=4",
 ]
 
 setup(

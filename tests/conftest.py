@@ -17,6 +17,12 @@ from requests_piggy_auth import ClientCredentialsAuth, TokenCache
 
 API = "/api/v3/oauth/clients/contacts"
 CLIENT_ID, CLIENT_SECRET = "client-1", "s3cret-CANARY-5ecret"
+#: The 401s that may mean a stale token: (headers, JSON body), each worth a new token.
+STALE_TOKEN_401S = [
+    pytest.param(({"WWW-Authenticate": 'Bearer error="invalid_token"'}, {}), id="header"),
+    pytest.param(({}, {"error": "invalid_token"}), id="json-body"),
+    pytest.param(({}, {"message": "Unauthenticated."}), id="bare"),
+]
 
 
 class FakeClock:

@@ -2,7 +2,8 @@
 
 The blocks of one file run in order in one namespace, as a reader would type
 them, with ``PIGGY_BASE_URL`` pointing at the fake server and the production
-URL in the code swapped for the fake server's; the placeholder credentials are
+URL in the code swapped for the fake server's (so is the examples' proxy: the
+fake serves the absolute URLs an http proxy gets); the placeholder credentials are
 registered with the fake and set in the environment. A block right after ``<!-- no-run -->`` is only
 shown (for example, one that needs a real fleet).
 """
@@ -23,6 +24,7 @@ DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 BLOCK = re.compile(r"(<!-- no-run -->\s*)?^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
 
 CLIENT_ID, CLIENT_SECRET, PAT = "my-client-id", "my-client-secret", "my-personal-access-token"
+PROXY = "http://proxy.internal:3128"
 
 
 def examples(document: Path) -> list[str]:
@@ -49,7 +51,7 @@ def test_examples_run(document: Path, piggy: Piggy, monkeypatch: pytest.MonkeyPa
     namespace: dict[str, object] = {"__name__": "docs_example"}
     try:
         for code in examples(document):
-            code = code.replace("https://api.piggy.eu", piggy.url)
+            code = code.replace("https://api.piggy.eu", piggy.url).replace(PROXY, piggy.url)
             exec(compile(code, str(document), "exec"), namespace)
     finally:
         shared_cache().clear()

@@ -14,7 +14,15 @@ from werkzeug import Request, Response
 from requests_piggy_auth import ClientCredentialsAuth, TokenCache
 from requests_piggy_auth.token_session import close_token_session, token_session
 
-from .conftest import API, CLIENT_ID, CLIENT_SECRET, FakeClock, Piggy, json_response
+from .conftest import (
+    API,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    STALE_TOKEN_401S,
+    FakeClock,
+    Piggy,
+    json_response,
+)
 
 
 def get(auth: ClientCredentialsAuth, url: str) -> requests.Response:
@@ -104,14 +112,7 @@ def test_a_stale_token_is_renewed_and_the_request_resent(
     assert len(piggy.token_requests) == 2
 
 
-@pytest.mark.parametrize(
-    "rejection",
-    [
-        pytest.param(({"WWW-Authenticate": 'Bearer error="invalid_token"'}, {}), id="header"),
-        pytest.param(({}, {"error": "invalid_token"}), id="json-body"),
-        pytest.param(({}, {"message": "Unauthenticated."}), id="bare"),
-    ],
-)
+@pytest.mark.parametrize("rejection", STALE_TOKEN_401S)
 def test_every_401_style_that_may_mean_a_stale_token_is_retried(
     piggy: Piggy, auth: ClientCredentialsAuth, rejection: tuple[dict[str, str], dict[str, str]]
 ) -> None:

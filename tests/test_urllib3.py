@@ -29,8 +29,9 @@ from requests_piggy_auth import (
 from requests_piggy_auth.oauth import MAX_BODY
 from requests_piggy_auth.urllib3 import AuthorizedHttp
 
-from .conftest import API, CLIENT_ID, CLIENT_SECRET, Piggy, json_response
+from .conftest import API, CLIENT_ID, CLIENT_SECRET, STALE_TOKEN_401S, Piggy, json_response
 from .test_concurrency import THREADS, reject_together, run_together
+from .test_requests_auth import seen_authorization
 
 if TYPE_CHECKING:
     from urllib3 import BaseHTTPResponse
@@ -78,10 +79,6 @@ def echo(response: BaseHTTPResponse) -> str:
 def connections(http: AuthorizedHttp, url: str) -> int:
     """How many connections the wrapped pool opened to ``url``'s host."""
     return http.http.connection_from_url(url).num_connections
-
-
-def seen_authorization(server: HTTPServer) -> list[str | None]:
-    return [request.headers.get("Authorization") for request, _ in server.log]
 
 
 # The same token, the same cache
@@ -280,14 +277,7 @@ def test_a_stale_token_is_renewed_and_the_request_resent(
     assert stale.api_requests[1] != stale.api_requests[2]
 
 
-@pytest.mark.parametrize(
-    "rejection",
-    [
-        pytest.param(({"WWW-Authenticate": 'Bearer error="invalid_token"'}, {}), id="header"),
-        pytest.param(({}, {"error": "invalid_token"}), id="json-body"),
-        pytest.param(({}, {"message": "Unauthenticated."}), id="bare"),
-    ],
-)
+@pytest.mark.parametrize("rejection", STALE_TOKEN_401S)
 def test_every_401_style_that_may_mean_a_stale_token_is_retried(
     stale: Piggy, http: AuthorizedHttp, rejection: tuple[dict[str, str], dict[str, str]]
 ) -> None:
