@@ -194,6 +194,13 @@ class ClientCredentialsAuth(PiggyAuth):
         """True when the 401 may mean a stale token and evicting it made room for a new one."""
         return token_rejected(www_authenticate, body) and self.cache.evict(self._key, token)
 
+    def fetch_token(self) -> Token:
+        """A new token straight from the token endpoint, past the cache (for tools).
+
+        :raises TokenRequestError: (or a subclass) when no token could be had.
+        """
+        return self._fetch_with_requests()
+
     def _fetch(self, send: TokenSender) -> Token:
         token = self.grant.parse(send(self.grant.token_request()))
         log.debug(
