@@ -8,10 +8,14 @@ VERSION = re.search(
     r'__version__ = "([^"]+)"', (HERE / "requests_piggy_auth" / "_version.py").read_text()
 ).group(1)
 
+# The fake Piggy server and the pytest fixtures.
+TESTING = ["pytest-httpserver>=1.0.8", "werkzeug>=2.3"]
+# `piggy-auth demo`: the fake server, a progress bar and a table.
+DEMO = [*TESTING, "rich>=13"]
 TEST = [
+    *DEMO,
     "pytest>=7.4",
     "pytest-cov>=4.1",
-    "pytest-httpserver>=1.0.8",
     "pytest-timeout>=2.2",
     "hypothesis>=6.90",
     "mypy>=1.8",
@@ -37,7 +41,12 @@ setup(
         "cachetools>=5.0",
     ],
     extras_require={
+        "testing": TESTING,
+        "demo": DEMO,
         "test": TEST,
+    },
+    entry_points={
+        "pytest11": ["requests_piggy_auth = requests_piggy_auth.pytest_plugin"],
     },
     classifiers=[
         "Development Status :: 4 - Beta",

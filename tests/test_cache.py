@@ -9,8 +9,7 @@ import pytest
 
 from requests_piggy_auth import TokenCache
 from requests_piggy_auth.oauth import Token
-
-from .conftest import FakeClock
+from requests_piggy_auth.testing import FakeClock
 
 KEY = ("https://api.piggy.eu/oauth/token", "client")
 

@@ -10,11 +10,12 @@ from typing import TypeVar
 
 import pytest
 import requests
-from werkzeug import Response
+from werkzeug import Request, Response
 
 from requests_piggy_auth import ClientCredentialsAuth, TokenCache
+from requests_piggy_auth.testing import FakePiggy
 
-from .conftest import API, CLIENT_ID, CLIENT_SECRET, Piggy, json_response
+from .conftest import API, CLIENT_ID, CLIENT_SECRET, invalid_token
 
 THREADS = 32
 T = TypeVar("T")
@@ -32,21 +33,19 @@ def run_together(n: int, task: Callable[[], T]) -> list[T]:
         return list(pool.map(lambda _: released(), range(n)))
 
 
-def reject_together(piggy: Piggy, n: int) -> None:
-    """Answer 401s only once ``n`` requests have one, so all of them hold the revoked token."""
+def reject_together(piggy: FakePiggy, n: int) -> None:
+    """Answer the next ``n`` requests 401 only once all have come, so all hold the revoked token."""
     everyone_rejected = threading.Barrier(n)
 
-    def rejected() -> Response:
+    def rejected(request: Request) -> Response:
         everyone_rejected.wait(30)
-        return json_response(
-            {"error": "invalid_token"}, 401, {"WWW-Authenticate": 'Bearer error="invalid_token"'}
-        )
+        return invalid_token(request)
 
-    piggy.unauthorized_response = rejected
+    piggy.fault_resources(rejected, times=n)
 
 
 def test_cold_start_with_own_sessions_makes_one_token_request(
-    piggy: Piggy, cache: TokenCache
+    piggy: FakePiggy, cache: TokenCache
 ) -> None:
     hold = piggy.hold()
 
@@ -62,12 +61,12 @@ def test_cold_start_with_own_sessions_makes_one_token_request(
         responses = run_together(THREADS, call)
 
     assert [r.status_code for r in responses] == [200] * THREADS
-    assert len(piggy.token_requests) == 1
+    assert piggy.stats().token_requests == 1
     assert len({r.request.headers["Authorization"] for r in responses}) == 1
 
 
 def test_cold_start_with_one_shared_session_makes_one_token_request(
-    piggy: Piggy, auth: ClientCredentialsAuth
+    piggy: FakePiggy, auth: ClientCredentialsAuth
 ) -> None:
     hold = piggy.hold()
     with requests.Session() as session, ThreadPoolExecutor(1) as releaser:
@@ -76,11 +75,11 @@ def test_cold_start_with_one_shared_session_makes_one_token_request(
         responses = run_together(THREADS, lambda: session.get(piggy.url + API))
 
     assert [r.status_code for r in responses] == [200] * THREADS
-    assert len(piggy.token_requests) == 1
+    assert piggy.stats().token_requests == 1
 
 
 def test_concurrent_401s_for_one_token_make_one_token_request(
-    piggy: Piggy, auth: ClientCredentialsAuth
+    piggy: FakePiggy, auth: ClientCredentialsAuth
 ) -> None:
     with requests.Session() as session:
         session.auth = auth
@@ -97,14 +96,14 @@ def test_concurrent_401s_for_one_token_make_one_token_request(
 
     assert [r.status_code for r in responses] == [200] * THREADS
     assert [r.history[0].status_code for r in responses] == [401] * THREADS
-    assert len(piggy.token_requests) == 2
-    assert piggy.unauthorized == THREADS
+    assert piggy.stats().token_requests == 2
+    assert piggy.stats().unauthorized == THREADS
 
 
 def test_a_slow_token_request_does_not_block_another_client(
-    piggy: Piggy, cache: TokenCache
+    piggy: FakePiggy, cache: TokenCache
 ) -> None:
-    piggy.clients["client-b"] = "secret-b"
+    piggy.add_client("client-b", "secret-b")
     hold = piggy.hold(CLIENT_ID)
     auth_a = ClientCredentialsAuth(CLIENT_ID, CLIENT_SECRET, base_url=piggy.url, cache=cache)
     auth_b = ClientCredentialsAuth("client-b", "secret-b", base_url=piggy.url, cache=cache)
@@ -117,7 +116,7 @@ def test_a_slow_token_request_does_not_block_another_client(
         assert not pending_a.done()
         hold.released.set()
         assert pending_a.result().status_code == 200
-    assert [r["client_id"] for r in piggy.token_requests] == [CLIENT_ID, "client-b"]
+    assert [r.client_id for r in piggy.log("token")] == [CLIENT_ID, "client-b"]
 
 
 def _child_get(auth: ClientCredentialsAuth, url: str, results: multiprocessing.SimpleQueue) -> None:  # type: ignore[type-arg]
@@ -126,7 +125,7 @@ def _child_get(auth: ClientCredentialsAuth, url: str, results: multiprocessing.S
 
 @pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
 def test_a_child_forked_during_a_fetch_gets_its_own_token(
-    piggy: Piggy, auth: ClientCredentialsAuth
+    piggy: FakePiggy, auth: ClientCredentialsAuth
 ) -> None:
     hold = piggy.hold()
     fork = multiprocessing.get_context("fork")
@@ -142,4 +141,4 @@ def test_a_child_forked_during_a_fetch_gets_its_own_token(
 
     assert child.exitcode == 0
     assert results.get() == 200
-    assert len(piggy.token_requests) == 2
+    assert piggy.stats().token_requests == 2

@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 
 from requests_piggy_auth import shared_cache
-
-from .conftest import Piggy
+from requests_piggy_auth.testing import FakePiggy
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
@@ -42,18 +41,22 @@ def examples(document: Path) -> list[str]:
     [d for d in DOCUMENTS if examples(d)],
     ids=lambda d: str(d.relative_to(ROOT)),
 )
-def test_examples_run(document: Path, piggy: Piggy, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PIGGY_BASE_URL", piggy.url)
+def test_examples_run(
+    document: Path, fake_piggy: FakePiggy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PIGGY_BASE_URL", fake_piggy.url)
     monkeypatch.setenv("PIGGY_CLIENT_ID", CLIENT_ID)
     monkeypatch.setenv("PIGGY_CLIENT_SECRET", CLIENT_SECRET)
-    piggy.clients[CLIENT_ID] = CLIENT_SECRET
-    piggy.valid.add(PAT)
+    fake_piggy.add_client(CLIENT_ID, CLIENT_SECRET)
+    fake_piggy.add_personal_access_token(PAT)
     namespace: dict[str, object] = {"__name__": "docs_example"}
     try:
         for code in examples(document):
-            code = code.replace("https://api.piggy.eu", piggy.url).replace(PROXY, piggy.url)
+            code = code.replace("https://api.piggy.eu", fake_piggy.url)
+            code = code.replace(PROXY, fake_piggy.url)
             exec(compile(code, str(document), "exec"), namespace)
     finally:
         shared_cache().clear()
-    assert piggy.api_requests, f"{document.name}: its examples made no API request"
-    assert piggy.unauthorized == 0
+    stats = fake_piggy.stats()
+    assert stats.resource_requests, f"{document.name}: its examples made no API request"
+    assert stats.unauthorized == 0

@@ -19,8 +19,9 @@ from requests_piggy_auth import (
     TokenRequestError,
     TokenResponseError,
 )
+from requests_piggy_auth.testing import FakePiggy, json_response
 
-from .conftest import API, CLIENT_ID, CLIENT_SECRET, Piggy, json_response
+from .conftest import API, CLIENT_ID, CLIENT_SECRET
 
 CANARY_TOKEN = "tok-CANARY-7f3a9c"
 
@@ -119,7 +120,7 @@ CASES: list[tuple[str, Callable[[], Response], type[TokenRequestError], str]] = 
     ("answer", "error", "says"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
 )
 def test_each_bad_answer_is_a_typed_error_and_nothing_is_cached(
-    piggy: Piggy,
+    piggy: FakePiggy,
     auth: ClientCredentialsAuth,
     cache: TokenCache,
     caplog: pytest.LogCaptureFixture,
@@ -127,7 +128,7 @@ def test_each_bad_answer_is_a_typed_error_and_nothing_is_cached(
     error: type[TokenRequestError],
     says: str,
 ) -> None:
-    piggy.token_response = answer
+    piggy.fault_token_endpoint(lambda request: answer(), times=1)
     with caplog.at_level(logging.DEBUG), pytest.raises(error) as raised:
         requests.get(piggy.url + API, auth=auth)
 
@@ -135,14 +136,13 @@ def test_each_bad_answer_is_a_typed_error_and_nothing_is_cached(
     assert says in str(raised.value)
     assert_no_secrets(raised.value, auth, caplog.text)
     assert len(cache) == 0
-    assert piggy.api_requests == []
+    assert piggy.stats().resource_requests == 0
 
-    piggy.token_response = None
     assert requests.get(piggy.url + API, auth=auth).status_code == 200
 
 
 def test_wrong_secret_is_an_invalid_client_error(
-    piggy: Piggy, cache: TokenCache, caplog: pytest.LogCaptureFixture
+    piggy: FakePiggy, cache: TokenCache, caplog: pytest.LogCaptureFixture
 ) -> None:
     auth = ClientCredentialsAuth(CLIENT_ID, "wrong-CANARY", base_url=piggy.url, cache=cache)
 
@@ -159,10 +159,12 @@ def test_wrong_secret_is_an_invalid_client_error(
 
 
 def test_an_oauth_error_echoing_the_secret_is_redacted(
-    piggy: Piggy, auth: ClientCredentialsAuth
+    piggy: FakePiggy, auth: ClientCredentialsAuth
 ) -> None:
-    piggy.token_response = lambda: json_response(
-        {"error": "invalid_grant", "error_description": f"bad secret {CLIENT_SECRET}"}, 400
+    piggy.fault_token_endpoint(
+        lambda request: json_response(
+            {"error": "invalid_grant", "error_description": f"bad secret {CLIENT_SECRET}"}, 400
+        )
     )
 
     with pytest.raises(InvalidClientError) as raised:
@@ -191,7 +193,7 @@ def test_a_connection_failure_is_a_token_request_error_chained_from_requests(
     assert_no_secrets(raised.value, auth, "")
 
 
-def test_a_timeout_is_a_token_request_error(piggy: Piggy, cache: TokenCache) -> None:
+def test_a_timeout_is_a_token_request_error(piggy: FakePiggy, cache: TokenCache) -> None:
     hold = piggy.hold()
     auth = ClientCredentialsAuth(
         CLIENT_ID, CLIENT_SECRET, base_url=piggy.url, cache=cache, timeout=0.2
@@ -206,9 +208,11 @@ def test_a_timeout_is_a_token_request_error(piggy: Piggy, cache: TokenCache) -> 
 
 
 def test_an_oversized_token_response_stops_being_read(
-    piggy: Piggy, auth: ClientCredentialsAuth
+    piggy: FakePiggy, auth: ClientCredentialsAuth
 ) -> None:
-    piggy.token_response = lambda: Response(b"{" + b" " * (2 * 1024 * 1024) + b"}", 200)
+    piggy.fault_token_endpoint(
+        lambda request: Response(b"{" + b" " * (2 * 1024 * 1024) + b"}", 200)
+    )
 
     with pytest.raises(TokenResponseError, match="body over 1048576 bytes; stopped reading"):
         auth.token()

@@ -9,35 +9,38 @@ import pytest
 import requests
 
 from requests_piggy_auth import PersonalAccessTokenAuth, TokenExpiredError
+from requests_piggy_auth.testing import FakePiggy
 
-from .conftest import API, Piggy
+from .conftest import API, authorizations
 
 PAT = "1|pat-CANARY-0123456789abcdef"
 
 
-def test_sends_the_token(piggy: Piggy) -> None:
-    piggy.valid.add(PAT)
+def test_sends_the_token(piggy: FakePiggy) -> None:
+    piggy.add_personal_access_token(PAT)
     auth = PersonalAccessTokenAuth(PAT, base_url=piggy.url)
 
     response = requests.get(piggy.url + API, auth=auth)
 
     assert response.status_code == 200
-    assert piggy.api_requests == [f"Bearer {PAT}"]
-    assert piggy.token_requests == []
+    assert authorizations(piggy) == [f"Bearer {PAT}"]
+    assert piggy.stats().token_requests == 0
 
 
-def test_an_expired_token_raises_before_sending(piggy: Piggy) -> None:
+def test_an_expired_token_raises_before_sending(piggy: FakePiggy) -> None:
     auth = PersonalAccessTokenAuth(
         PAT, base_url=piggy.url, expires_at=datetime.now(timezone.utc) - timedelta(minutes=1)
     )
 
     with pytest.raises(TokenExpiredError, match="Apps → Integrations → Personal Access Tokens"):
         requests.get(piggy.url + API, auth=auth)
-    assert piggy.api_requests == []
+    assert piggy.stats().resource_requests == 0
 
 
-def test_one_warning_a_week_before_expiry(piggy: Piggy, caplog: pytest.LogCaptureFixture) -> None:
-    piggy.valid.add(PAT)
+def test_one_warning_a_week_before_expiry(
+    piggy: FakePiggy, caplog: pytest.LogCaptureFixture
+) -> None:
+    piggy.add_personal_access_token(PAT)
     auth = PersonalAccessTokenAuth(
         PAT, base_url=piggy.url, expires_at=datetime.now(timezone.utc) + timedelta(days=3)
     )
@@ -53,9 +56,9 @@ def test_one_warning_a_week_before_expiry(piggy: Piggy, caplog: pytest.LogCaptur
 
 
 def test_no_warning_with_more_than_a_week_left(
-    piggy: Piggy, caplog: pytest.LogCaptureFixture
+    piggy: FakePiggy, caplog: pytest.LogCaptureFixture
 ) -> None:
-    piggy.valid.add(PAT)
+    piggy.add_personal_access_token(PAT)
     expires_at = datetime.now() + timedelta(days=30)  # naive: local time
     auth = PersonalAccessTokenAuth(PAT, base_url=piggy.url, expires_at=expires_at)
 
@@ -66,14 +69,14 @@ def test_no_warning_with_more_than_a_week_left(
     assert auth.expires_at == expires_at.astimezone(timezone.utc)
 
 
-def test_a_401_is_passed_through(piggy: Piggy) -> None:
+def test_a_401_is_passed_through(piggy: FakePiggy) -> None:
     auth = PersonalAccessTokenAuth(PAT, base_url=piggy.url)
 
     response = requests.get(piggy.url + API, auth=auth)
 
     assert response.status_code == 401
     assert response.history == []
-    assert len(piggy.api_requests) == 1
+    assert piggy.stats().resource_requests == 1
 
 
 @pytest.mark.parametrize("token", ["", "has space", "line\nbreak", "tab\t", "nul\x00"])
