@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
@@ -21,6 +22,7 @@ from requests_piggy_auth.testing import (
     Drop,
     FakeClock,
     FakePiggy,
+    Fault,
     Hold,
     Malformed,
     MalformedBody,
@@ -38,7 +40,10 @@ def token_request(piggy: FakePiggy, **fields: str) -> requests.Response:
 
 
 def get(
-    piggy: FakePiggy, path: str = API, token: str = PAT, params: dict[str, object] | None = None
+    piggy: FakePiggy,
+    path: str = API,
+    token: str = PAT,
+    params: Mapping[str, str | int] | None = None,
 ) -> requests.Response:
     headers = {"Authorization": f"Bearer {token}"}
     return requests.get(piggy.url + path, params=params, headers=headers, timeout=10)
@@ -61,7 +66,10 @@ def test_a_known_client_gets_a_bearer_token(piggy: FakePiggy, form: bool) -> Non
         "client_id": CLIENT_ID,
         "client_secret": CLIENT_SECRET,
     }
-    response = requests.post(piggy.token_url, **{"data" if form else "json": fields}, timeout=10)
+    if form:
+        response = requests.post(piggy.token_url, data=fields, timeout=10)
+    else:
+        response = requests.post(piggy.token_url, json=fields, timeout=10)
 
     assert response.status_code == 200
     assert response.json() == {
@@ -312,11 +320,11 @@ def test_a_personal_access_token_expires_at_its_date(piggy: FakePiggy) -> None:
 def test_each_token_endpoint_fault_reaches_the_client(
     piggy: FakePiggy,
     auth: ClientCredentialsAuth,
-    fault: object,
+    fault: Fault,
     error: type[TokenRequestError],
     says: str,
 ) -> None:
-    piggy.fault_token_endpoint(fault, times=1)  # type: ignore[arg-type]
+    piggy.fault_token_endpoint(fault, times=1)
 
     with pytest.raises(error) as raised:
         auth.token()

@@ -34,6 +34,14 @@ F = TypeVar("F", bound=Fault)
 _UNAUTHENTICATED = {"message": "Unauthenticated."}
 
 
+class _HTTPServer(HTTPServer):
+    """pytest-httpserver's server, stopping within 50 ms rather than 500."""
+
+    def thread_target(self) -> None:
+        assert self.server is not None
+        self.server.serve_forever(poll_interval=0.05)
+
+
 @dataclass
 class LoggedRequest:
     """One request the server saw, in order of arrival.
@@ -138,7 +146,7 @@ class FakePiggy:
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        self.server = HTTPServer(host=host, port=port, threaded=True)
+        self.server: HTTPServer = _HTTPServer(host=host, port=port, threaded=True)
         self._defaults = (token_lifetime, unauthorized_style, clock)
         self.token_lifetime, self.unauthorized_style, self.clock = self._defaults
         self.contacts = Contacts()
