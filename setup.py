@@ -46,6 +46,7 @@ setup(
         "test": TEST,
     },
     entry_points={
+        "console_scripts": ["piggy-auth = requests_piggy_auth.cli:main"],
         "pytest11": ["requests_piggy_auth = requests_piggy_auth.pytest_plugin"],
     },
     classifiers=[

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 import traceback
 from collections.abc import Callable
 
@@ -175,14 +174,9 @@ def test_an_oauth_error_echoing_the_secret_is_redacted(
 
 
 def test_a_connection_failure_is_a_token_request_error_chained_from_requests(
-    cache: TokenCache,
+    cache: TokenCache, unreachable: str
 ) -> None:
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
-    auth = ClientCredentialsAuth(
-        CLIENT_ID, CLIENT_SECRET, base_url=f"http://127.0.0.1:{port}", cache=cache
-    )
+    auth = ClientCredentialsAuth(CLIENT_ID, CLIENT_SECRET, base_url=unreachable, cache=cache)
 
     with pytest.raises(TokenRequestError) as raised:
         auth.token()

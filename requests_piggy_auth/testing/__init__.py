@@ -11,7 +11,7 @@ from __future__ import annotations
 
 try:
     import pytest_httpserver  # noqa: F401
-except ImportError as exc:  # pragma: no cover - depends on the installed extras
+except ImportError as exc:
     raise ImportError(
         "requests_piggy_auth.testing needs the testing extra: "
         "pip install 'requests-piggy-auth[testing]'",

@@ -1,0 +1,199 @@
+"""The ``piggy-auth`` command: get a token, call the API, or watch the demo.
+
+Exit codes: 0 success, 1 the API or the token endpoint said no (or could not
+be reached), 2 a usage or configuration error. ``token`` and ``get`` need only
+the library's own dependencies; ``demo`` needs the ``demo`` extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import cast
+
+import requests
+
+from ._version import __version__
+from .auth import (
+    BASE_URL_VARIABLE,
+    ClientCredentialsAuth,
+    PersonalAccessTokenAuth,
+    PiggyAuth,
+    _last4,
+)
+from .env import (
+    CLIENT_ID_VARIABLE,
+    CLIENT_SECRET_VARIABLE,
+    PAT_VARIABLE,
+    from_env,
+)
+from .errors import ConfigurationError, InvalidClientError, PiggyAuthError, TokenRequestError
+
+#: Timeout, in seconds, for ``piggy-auth get``.
+GET_TIMEOUT = 30.0
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``piggy-auth`` with ``argv`` (default: the command line); returns the exit code."""
+    args = parser().parse_args(argv)
+    command: Command = args.command
+    try:
+        return command(args)
+    except ConfigurationError as exc:
+        return fail(str(exc), 2)
+    except InvalidClientError as exc:
+        return fail(f"{exc}; check {CLIENT_ID_VARIABLE} and {CLIENT_SECRET_VARIABLE}")
+    except TokenRequestError as exc:
+        return fail(f"{exc}; check {BASE_URL_VARIABLE} and that the API can be reached")
+    except (PiggyAuthError, requests.RequestException) as exc:
+        return fail(str(exc))
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line: ``token``, ``get`` and ``demo``."""
+    root = argparse.ArgumentParser(
+        prog="piggy-auth",
+        description="Authenticate with the Piggy (Leat) API. Credentials come from "
+        f"{PAT_VARIABLE}, or {CLIENT_ID_VARIABLE} and {CLIENT_SECRET_VARIABLE}; "
+        f"{BASE_URL_VARIABLE} overrides https://api.piggy.eu.",
+    )
+    root.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = root.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    token = commands.add_parser("token", help="get a token and show its type and expiry")
+    token.add_argument("--show", action="store_true", help="print the token itself, unmasked")
+    token.set_defaults(command=show_token)
+
+    get = commands.add_parser("get", help="GET an API path and print the JSON answer")
+    get.add_argument("path", help="a path under the base URL, e.g. /api/v3/oauth/clients/contacts")
+    get.set_defaults(command=get_path)
+
+    demo = commands.add_parser(
+        "demo", help="worker threads against an embedded fake Piggy (needs the demo extra)"
+    )
+    demo.add_argument("--workers", type=positive_int, default=8, help="threads (default 8)")
+    demo.add_argument(
+        "--requests", type=positive_int, default=50, help="requests per worker (default 50)"
+    )
+    demo.add_argument(
+        "--token-lifetime",
+        type=positive_float,
+        default=3.0,
+        help="token lifetime in seconds (default 3)",
+    )
+    demo.add_argument(
+        "--pause",
+        type=non_negative_float,
+        default=0.1,
+        help="seconds each worker waits between requests (default 0.1)",
+    )
+    demo.set_defaults(command=run_demo)
+    return root
+
+
+def show_token(args: argparse.Namespace) -> int:
+    """``piggy-auth token``."""
+    auth = from_env()
+    details = {"base URL": auth.base_url}
+    if isinstance(auth, ClientCredentialsAuth):
+        token = auth.fetch_token()
+        access_token = token.access_token
+        details["client"] = auth.client_id
+        details["token type"] = "Bearer"
+        details["expires in"] = (
+            "not stated" if token.expires_in is None else f"{token.expires_in:g} s"
+        )
+    else:
+        pat = cast(PersonalAccessTokenAuth, auth)
+        access_token = pat.token()
+        details["token type"] = "personal access token (Bearer)"
+        details["expires at"] = (
+            "no expiry date" if pat.expires_at is None else f"{pat.expires_at:%Y-%m-%d %H:%M} UTC"
+        )
+    details["access token"] = (
+        access_token if args.show else mask(access_token) + "  (--show prints it)"
+    )
+    for name, value in details.items():
+        print(f"{name + ':':14}{value}")
+    return 0
+
+
+def get_path(args: argparse.Namespace) -> int:
+    """``piggy-auth get PATH``."""
+    auth = from_env()
+    url = api_url(auth, args.path)
+    with requests.Session() as session:
+        session.auth = auth
+        response = session.get(url, headers={"Accept": "application/json"}, timeout=GET_TIMEOUT)
+    try:
+        print(json.dumps(response.json(), indent=2, ensure_ascii=False))
+    except ValueError:
+        print(response.text)
+    if not response.ok:
+        return fail(f"GET {url} answered HTTP {response.status_code} {response.reason}")
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """``piggy-auth demo``: needs the demo extra."""
+    try:
+        from .demo import demo
+    except ImportError as exc:
+        return fail(
+            f"the demo needs the demo extra (missing: {(exc.name or '?').partition('.')[0]}); "
+            "install it with "
+            "pip install 'requests-piggy-auth[demo]'",
+            2,
+        )
+    return demo(
+        workers=args.workers,
+        requests_per_worker=args.requests,
+        token_lifetime=args.token_lifetime,
+        pause=args.pause,
+    )
+
+
+def api_url(auth: PiggyAuth, path: str) -> str:
+    """``path`` under the base URL (an absolute URL is used as it is)."""
+    if path.startswith(("http://", "https://")):
+        return path
+    return f"{auth.base_url}/{path.lstrip('/')}"
+
+
+def mask(token: str) -> str:
+    """Enough of a token to tell tokens apart, not enough to use one."""
+    return "*" * 8 + _last4(token)
+
+
+def fail(message: str, code: int = 1) -> int:
+    """Print ``message`` to stderr and return ``code``."""
+    print(f"piggy-auth: {message}", file=sys.stderr)
+    return code
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a number > 0."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """An argparse type: a number >= 0."""
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
