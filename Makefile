@@ -15,6 +15,14 @@ $(VENV)/.test-installed: setup.py pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e ".[test]"
 	touch $@
 
+$(VENV)/.demo-installed: setup.py pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ".[demo]"
+	touch $@
+
+# make demo ARGS="--workers 32": options for `piggy-auth demo`.
+demo: $(VENV)/.demo-installed
+	$(BIN)/piggy-auth demo $(ARGS)
+
 lint: $(VENV)/.test-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
