@@ -3,9 +3,12 @@
 The blocks of one file run in order in one namespace, as a reader would type
 them, with ``PIGGY_BASE_URL`` pointing at the fake server and the production
 URL in the code swapped for the fake server's (so is the examples' proxy: the
-fake serves the absolute URLs an http proxy gets); the placeholder credentials are
-registered with the fake and set in the environment. A block right after ``<!-- no-run -->`` is only
-shown (for example, one that needs a real fleet).
+fake serves the absolute URLs an http proxy gets); the placeholder credentials
+are registered with the fake and set in the environment. A block right after
+``<!-- pytest -->`` is a user's test module: each runs with pytest in a fresh
+project, where the plugin's fixtures must make every test in it pass. A block
+right after ``<!-- no-run -->`` is only shown (for example, one that needs a
+real fleet).
 """
 
 from __future__ import annotations
@@ -20,19 +23,19 @@ from requests_piggy_auth.testing import FakePiggy
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
-BLOCK = re.compile(r"(<!-- no-run -->\s*)?^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
+BLOCK = re.compile(r"(?:<!-- ([\w-]+) -->\s*)?^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
 
 CLIENT_ID, CLIENT_SECRET, PAT = "my-client-id", "my-client-secret", "my-personal-access-token"
 PROXY = "http://proxy.internal:3128"
 
 
-def examples(document: Path) -> list[str]:
-    """The runnable blocks, each padded so tracebacks show the document's line numbers."""
+def examples(document: Path, marker: str | None = None) -> list[str]:
+    """The blocks after ``marker`` (``None``: unmarked), padded to keep their line numbers."""
     text = document.read_text(encoding="utf-8")
     return [
         "\n" * text.count("\n", 0, block.start(2)) + block.group(2)
         for block in BLOCK.finditer(text)
-        if not block.group(1)
+        if block.group(1) == marker
     ]
 
 
@@ -60,3 +63,19 @@ def test_examples_run(
     stats = fake_piggy.stats()
     assert stats.resource_requests, f"{document.name}: its examples made no API request"
     assert stats.unauthorized == 0
+
+
+@pytest.mark.parametrize(
+    "document",
+    [d for d in DOCUMENTS if examples(d, "pytest")],
+    ids=lambda d: str(d.relative_to(ROOT)),
+)
+def test_pytest_examples_pass(document: Path, pytester: pytest.Pytester) -> None:
+    blocks = examples(document, "pytest")
+    pytester.makepyfile(**{f"test_example_{n}": code for n, code in enumerate(blocks)})
+
+    result = pytester.runpytest("-p", "no:cacheprovider")
+
+    tests = sum(len(re.findall(r"^\s*def test_", code, re.MULTILINE)) for code in blocks)
+    assert tests >= len(blocks)
+    result.assert_outcomes(passed=tests)
