@@ -201,6 +201,9 @@ def test_a_posted_contact_is_stored_and_echoed(pat: FakePiggy) -> None:
     created = requests.post(
         pat.url + API, json={"email": "b@example.com", "tier": 2}, headers=headers, timeout=10
     )
+    form = requests.post(
+        pat.url + API, data={"email": "f@example.com"}, headers=headers, timeout=10
+    )
     refused = requests.post(pat.url + API, data=b"[1]", headers=headers, timeout=10)
     wrong_method = requests.delete(pat.url + API, headers=headers, timeout=10)
 
@@ -208,6 +211,7 @@ def test_a_posted_contact_is_stored_and_echoed(pat: FakePiggy) -> None:
     contact = created.json()["data"]
     assert contact == {"email": "b@example.com", "tier": 2, "uuid": contact["uuid"]}
     assert get(pat, f"{API}/{contact['uuid']}").json()["data"] == contact
+    assert form.json()["data"]["email"] == "f@example.com"
     assert refused.status_code == 422
     assert wrong_method.status_code == 405
 
