@@ -258,7 +258,9 @@ def test_usage_errors_exit_2(
 
 
 def test_every_command_in_the_docs_parses() -> None:
-    text = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    text = "".join(
+        (ROOT / name).read_text(encoding="utf-8") for name in ("README.md", "docs/cli.md")
+    )
     blocks = re.findall(r"^```sh\n(.*?)^```", text, re.DOTALL | re.MULTILINE)
     commands = [
         shlex.split(line, comments=True)
@@ -267,6 +269,6 @@ def test_every_command_in_the_docs_parses() -> None:
         if line.startswith("piggy-auth ")
     ]
 
-    assert len(commands) >= 5
+    assert len(commands) >= 7
     for command in commands:
         parser().parse_args(command[1:])
