@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -233,9 +234,12 @@ def test_the_testing_package_without_its_extra_says_which_extra(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     uninstall(monkeypatch, "pytest_httpserver")
+    monkeypatch.delitem(sys.modules, "requests_piggy_auth.pytest_plugin")
 
     with pytest.raises(ImportError, match=r"pip install 'requests-piggy-auth\[testing\]'"):
         import requests_piggy_auth.testing  # noqa: F401
+    # The plugin, loaded by its entry point in every pytest run, still imports.
+    assert importlib.import_module("requests_piggy_auth.pytest_plugin").CLIENT_ID == "test-client"
 
 
 @pytest.mark.parametrize(
