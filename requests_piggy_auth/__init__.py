@@ -11,7 +11,7 @@ answers 401 for a stale token.
 
 from ._version import __version__
 from .auth import ClientCredentialsAuth, PersonalAccessTokenAuth, PiggyAuth
-from .cache import TokenCache, shared_cache
+from .cache import TokenCache, TokenStore, shared_cache
 from .env import from_env
 from .errors import (
     ConfigurationError,
@@ -33,6 +33,7 @@ __all__ = [
     "TokenExpiredError",
     "TokenRequestError",
     "TokenResponseError",
+    "TokenStore",
     "__version__",
     "from_env",
     "shared_cache",

@@ -5,6 +5,10 @@ is a dictionary lookup under a lock. A miss makes exactly one fetch per key
 however many threads miss at once (single-flight); the others wait for it and
 get the same token or the same error. Fetches for different keys never wait
 for each other.
+
+A :class:`TokenStore` (such as :class:`requests_piggy_auth.stores.RedisTokenStore`)
+adds a second tier shared by processes: a local miss asks the store, and the
+store makes one fetch for the whole fleet.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Protocol
 
 from cachetools import LRUCache
 
@@ -42,6 +48,20 @@ class CachedToken:
     expires_at: float
 
 
+class TokenStore(Protocol):
+    """A tier behind :class:`TokenCache` that processes share, consulted on a local miss."""
+
+    def get(self, key: CacheKey, fetch: Callable[[], CachedToken], clock: Clock) -> CachedToken:
+        """``key``'s shared token while it is fresh; else ``fetch()``, once for all, stored.
+
+        Times are on ``clock``, the cache's clock. A store that cannot be
+        reached calls ``fetch`` itself: its own errors never reach the caller.
+        """
+
+    def discard(self, key: CacheKey, access_token: str) -> None:
+        """Delete ``key``'s shared token if it is still ``access_token``."""
+
+
 class TokenCache:
     """A thread-safe, bounded (least recently used) cache of access tokens keyed by client.
 
@@ -53,6 +73,9 @@ class TokenCache:
     :param min_evict_interval: a 401 evicts a key's token at most once per
         this many seconds, so a 401 that no new token can fix does not turn
         every call into a token request.
+    :param store: a second tier shared with other processes (``None``: this
+        process only). The local entry stays in front, so a hit never
+        touches the store.
     :param clock: a monotonic clock in seconds; tests inject their own.
     """
 
@@ -63,6 +86,7 @@ class TokenCache:
         leeway: float = 30.0,
         default_lifetime: float = 300.0,
         min_evict_interval: float = 5.0,
+        store: TokenStore | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
         if leeway < 0 or default_lifetime <= 0 or min_evict_interval < 0:
@@ -70,6 +94,7 @@ class TokenCache:
         self.leeway = leeway
         self.default_lifetime = default_lifetime
         self.min_evict_interval = min_evict_interval
+        self.store = store
         self.clock = clock
         self._lock = threading.Lock()
         self._tokens: LRUCache[CacheKey, CachedToken] = LRUCache(maxsize)
@@ -114,17 +139,29 @@ class TokenCache:
             ``False`` only when the same token is still cached because the
             key was evicted less than ``min_evict_interval`` seconds ago.
         """
+        if self.store is not None and self._evictable(key, access_token):
+            # The shared tier goes first, so no fetch here can read the token back from it.
+            self.store.discard(key, access_token)
         with self._lock:
-            cached = self._tokens.get(key)
-            if cached is None or cached.access_token != access_token:
+            if not self._holds(key, access_token):
                 return True
-            now = self.clock()
-            last = self._evicted_at.get(key)
-            if last is not None and now - last < self.min_evict_interval:
+            if self._evicted_recently(key):
                 return False
             del self._tokens[key]
-            self._evicted_at[key] = now
+            self._evicted_at[key] = self.clock()
             return True
+
+    def _evictable(self, key: CacheKey, access_token: str) -> bool:
+        with self._lock:
+            return self._holds(key, access_token) and not self._evicted_recently(key)
+
+    def _holds(self, key: CacheKey, access_token: str) -> bool:
+        cached = self._tokens.get(key)
+        return cached is not None and cached.access_token == access_token
+
+    def _evicted_recently(self, key: CacheKey) -> bool:
+        last = self._evicted_at.get(key)
+        return last is not None and self.clock() - last < self.min_evict_interval
 
     def clear(self) -> None:
         """Forget every token (fetches in flight still complete)."""
@@ -134,8 +171,8 @@ class TokenCache:
 
     def _fetch(self, key: CacheKey, flight: Future[str], fetch: Callable[[], Token]) -> None:
         try:
-            sent_at = self.clock()
-            cached = self._timed(fetch(), sent_at)
+            fetched = partial(self._fetched, fetch)
+            cached = fetched() if self.store is None else self.store.get(key, fetched, self.clock)
         except BaseException as exc:
             with self._lock:
                 del self._flights[key]
@@ -145,6 +182,10 @@ class TokenCache:
                 self._tokens[key] = cached
                 del self._flights[key]
             flight.set_result(cached.access_token)
+
+    def _fetched(self, fetch: Callable[[], Token]) -> CachedToken:
+        sent_at = self.clock()
+        return self._timed(fetch(), sent_at)
 
     def _timed(self, token: Token, sent_at: float) -> CachedToken:
         lifetime = token.expires_in or self.default_lifetime
