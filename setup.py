@@ -12,8 +12,11 @@ VERSION = re.search(
 TESTING = ["pytest-httpserver>=1.0.8", "werkzeug>=2.3"]
 # `piggy-auth demo`: the fake server, a progress bar and a table.
 DEMO = [*TESTING, "rich>=13"]
+# RedisTokenStore: one token per client for a fleet of processes.
+REDIS = ["redis>=4.5"]
 TEST = [
     *DEMO,
+    *REDIS,
     "pytest>=7.4",
     "pytest-cov>=4.1",
     "pytest-timeout>=2.2",
@@ -43,6 +46,7 @@ setup(
     extras_require={
         "testing": TESTING,
         "demo": DEMO,
+        "redis": REDIS,
         "test": TEST,
     },
     entry_points={

@@ -1,0 +1,251 @@
+"""Token stores shared by processes: one token per client for a whole fleet.
+
+:class:`RedisTokenStore` is the second tier of a :class:`~requests_piggy_auth.TokenCache`::
+
+    cache = TokenCache(store=RedisTokenStore(redis.Redis(...)))
+
+Each process keeps its own entries in front, so a cache hit never touches
+Redis. On a local miss the process's one fetching thread asks Redis: a fresh
+token stored there is used as it is; otherwise the thread takes the key's
+Redis lock, looks again, fetches, stores the token and releases the lock,
+while the other processes wait for the token to appear. A 401 deletes the
+stored token only if it is still the rejected one, so a revocation seen by a
+whole fleet makes one new token request.
+
+Redis holds wall-clock times (seconds since the epoch), the one clock that
+processes on different machines share; each process turns them into times
+on its own monotonic clock when it reads them. The stored entry expires in
+Redis when the token does.
+
+When Redis fails (refused, timed out, any :class:`redis.RedisError`), the
+cache carries on without it: tokens are fetched once per process, a warning
+is logged, and Redis is tried again ``retry_interval`` seconds later. A Redis
+error never fails an API call.
+
+This module needs redis-py: ``pip install 'requests-piggy-auth[redis]'``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+try:
+    import redis
+except ImportError as exc:
+    raise ImportError(
+        "requests_piggy_auth.stores needs redis-py: pip install 'requests-piggy-auth[redis]'"
+    ) from exc
+
+from .cache import CachedToken, CacheKey, Clock
+from .oauth import is_valid_token
+
+log = logging.getLogger("requests_piggy_auth")
+
+# Delete KEYS[1] only if it holds ARGV[1]: a lock is released by its owner alone.
+_RELEASE = """
+if redis.call("GET", KEYS[1]) == ARGV[1] then
+    return redis.call("DEL", KEYS[1])
+end
+return 0
+"""
+
+# Delete the token entry KEYS[1] only if its access token is still ARGV[1].
+_DISCARD = """
+local entry = redis.call("GET", KEYS[1])
+if not entry then
+    return 0
+end
+local ok, token = pcall(cjson.decode, entry)
+if ok and type(token) == "table" and token.access_token == ARGV[1] then
+    return redis.call("DEL", KEYS[1])
+end
+return 0
+"""
+
+_TIMES = ("fetched_at", "stale_at", "expires_at")
+
+
+class RedisTokenStore:
+    """Tokens in Redis, shared by every process that uses the same Redis and namespace.
+
+    :param redis_client: a ``redis.Redis``. Give it short timeouts and few
+        retries (``socket_timeout=0.5, socket_connect_timeout=0.5,
+        retry=Retry(NoBackoff(), 1)``) so a slow or lost Redis costs little.
+    :param namespace: the prefix of every key this store writes.
+    :param lock_timeout: seconds until a fetching process's lock expires by
+        itself, so one that dies mid-fetch blocks the others no longer than
+        this. Make it longer than a token request can take.
+    :param wait_timeout: the longest a process waits for another process's
+        fetch before fetching on its own (default: ``lock_timeout``).
+    :param poll_interval: how often, in seconds, a waiting process looks for
+        the token.
+    :param retry_interval: after a Redis error, how many seconds to leave
+        Redis alone before trying it again.
+    :param wall_clock: the clock, in seconds since the epoch, of the times
+        stored in Redis; the processes' machines must agree on it to well
+        within the cache's ``leeway`` (NTP does).
+    :param timer: a monotonic clock for waits and ``retry_interval``.
+    """
+
+    def __init__(
+        self,
+        redis_client: redis.Redis,
+        namespace: str = "piggy-auth",
+        *,
+        lock_timeout: float = 30.0,
+        wait_timeout: float | None = None,
+        poll_interval: float = 0.05,
+        retry_interval: float = 30.0,
+        wall_clock: Clock = time.time,
+        timer: Clock = time.monotonic,
+    ) -> None:
+        if not isinstance(namespace, str) or not namespace:
+            raise ValueError("namespace must be a non-empty string")
+        if wait_timeout is None:
+            wait_timeout = lock_timeout
+        if not lock_timeout >= 0.001 or not poll_interval > 0:
+            raise ValueError("lock_timeout must be at least 0.001 s and poll_interval above 0")
+        if not wait_timeout >= 0 or not retry_interval >= 0:
+            raise ValueError("wait_timeout and retry_interval must be >= 0")
+        self.redis = redis_client
+        self.namespace = namespace
+        self.lock_timeout = lock_timeout
+        self.wait_timeout = wait_timeout
+        self.poll_interval = poll_interval
+        self.retry_interval = retry_interval
+        self.wall_clock = wall_clock
+        self.timer = timer
+        self._release_lock = redis_client.register_script(_RELEASE)
+        self._discard_token = redis_client.register_script(_DISCARD)
+        self._retry_at = -math.inf
+        self._failing = False
+
+    def __repr__(self) -> str:
+        return f"RedisTokenStore(namespace={self.namespace!r})"
+
+    def get(self, key: CacheKey, fetch: Callable[[], CachedToken], clock: Clock) -> CachedToken:
+        """``key``'s token from Redis while it is fresh; else ``fetch()`` once for the fleet.
+
+        The process that gets the key's lock looks in Redis once more, then
+        fetches, stores the token with its expiry and releases the lock;
+        the others wait for the token. Errors from ``fetch`` go to the caller
+        (and free the lock at once); Redis errors never do.
+        """
+        if not self._available():
+            return fetch()
+        token_key, lock_key = self._keys(key)
+        owner = secrets.token_hex(16)
+        try:
+            shared = self._token_or_lock(key, owner, clock)
+        except redis.RedisError as exc:
+            self._unavailable(exc)
+            return fetch()
+        if shared is not None:
+            return shared
+        try:
+            cached = fetch()
+            self._quietly(self._save, token_key, cached, clock)
+        finally:
+            self._quietly(self._release_lock, [lock_key], [owner])
+        return cached
+
+    def discard(self, key: CacheKey, access_token: str) -> None:
+        """Delete ``key``'s token from Redis if it is still ``access_token`` (atomically)."""
+        self._quietly(self._discard_token, [self._keys(key)[0]], [access_token])
+
+    def _keys(self, key: CacheKey) -> tuple[str, str]:
+        """The Redis keys of ``key``'s token and of its lock."""
+        name = json.dumps(key, separators=(",", ":"))
+        return f"{self.namespace}:token:{name}", f"{self.namespace}:lock:{name}"
+
+    def _token_or_lock(self, key: CacheKey, owner: str, clock: Clock) -> CachedToken | None:
+        """A fresh stored token, or ``None`` once ``owner`` holds the lock or the wait is over."""
+        token_key, lock_key = self._keys(key)
+        deadline = self.timer() + self.wait_timeout
+        lock_ms = round(self.lock_timeout * 1000)
+        while True:
+            shared = self._load(token_key, clock)
+            if shared is not None:
+                return shared
+            if self.redis.set(lock_key, owner, nx=True, px=lock_ms):
+                shared = self._load(token_key, clock)  # stored just before we got the lock
+                if shared is not None:
+                    self._release_lock([lock_key], [owner])
+                return shared
+            remaining = deadline - self.timer()
+            if remaining <= 0:
+                log.warning(
+                    "waited %.1f s for another process's token request for client %r; "
+                    "making one here",
+                    self.wait_timeout,
+                    key[1],
+                )
+                return None
+            time.sleep(min(self.poll_interval, remaining))
+
+    def _load(self, token_key: str, clock: Clock) -> CachedToken | None:
+        """The stored token if it is fresh, on ``clock``; ``None`` for none or a bad entry."""
+        raw = self.redis.get(token_key)
+        self._recovered()
+        if raw is None:
+            return None
+        try:
+            entry: dict[str, Any] = json.loads(raw)
+            access_token = entry["access_token"]
+            fetched_at, stale_at, expires_at = (float(entry[name]) for name in _TIMES)
+        except (ValueError, TypeError, KeyError):
+            return None  # not ours, or from another version: the next fetch overwrites it
+        now = self.wall_clock()
+        if not is_valid_token(access_token) or not now < stale_at:
+            return None
+        offset = clock() - now
+        return CachedToken(
+            access_token, fetched_at + offset, stale_at + offset, expires_at + offset
+        )
+
+    def _save(self, token_key: str, cached: CachedToken, clock: Clock) -> None:
+        """Store ``cached`` with wall-clock times; it expires in Redis when the token does."""
+        offset = self.wall_clock() - clock()
+        ttl_ms = round((cached.expires_at - clock()) * 1000)
+        if ttl_ms <= 0:
+            return
+        entry: dict[str, object] = {"access_token": cached.access_token}
+        entry.update({name: getattr(cached, name) + offset for name in _TIMES})
+        self.redis.set(token_key, json.dumps(entry), px=ttl_ms)
+
+    def _quietly(self, call: Callable[..., object], *args: Any) -> None:
+        """``call(*args)`` unless Redis is left alone; a Redis error is logged, not raised."""
+        if not self._available():
+            return
+        try:
+            call(*args)
+        except redis.RedisError as exc:
+            self._unavailable(exc)
+
+    # _retry_at and _failing are plain attributes: threads racing on them can at
+    # worst log the same news twice.
+    def _available(self) -> bool:
+        return self.timer() >= self._retry_at
+
+    def _unavailable(self, exc: redis.RedisError) -> None:
+        self._retry_at = self.timer() + self.retry_interval
+        if not self._failing:
+            self._failing = True
+            log.warning(
+                "the token store's Redis failed (%s: %s); tokens are fetched per process "
+                "until it is back, tried again every %g s",
+                type(exc).__name__,
+                exc,
+                self.retry_interval,
+            )
+
+    def _recovered(self) -> None:
+        if self._failing:
+            self._failing = False
+            log.info("the token store's Redis is back; tokens are shared again")
