@@ -1,4 +1,7 @@
-"""Test helpers: the shipped fake Piggy (the plugin's ``fake_piggy``), a clock, a second origin."""
+"""Test helpers: the shipped fake Piggy (the plugin's ``fake_piggy``), a clock, a second origin.
+
+A real redis-server comes from ``tests.redis_server``.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from requests_piggy_auth.testing import (
 )
 
 # The plugin is registered here rather than by its entry point (see pyproject.toml).
-pytest_plugins = ["pytester", "requests_piggy_auth.pytest_plugin"]
+pytest_plugins = ["pytester", "requests_piggy_auth.pytest_plugin", "tests.redis_server"]
 
 API = API_PREFIX + "/contacts"
 CLIENT_ID, CLIENT_SECRET = "client-1", "s3cret-CANARY-5ecret"

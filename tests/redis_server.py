@@ -1,0 +1,126 @@
+"""A real redis-server on a free loopback port, for the token store tests.
+
+The tests that use it are skipped, with the reason shown, when redis-server
+is not installed, except in CI (``CI=true``), where they fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+READY = b"Ready to accept connections"
+
+
+class RedisServer:
+    """One redis-server process that can be killed and started again on the same port."""
+
+    def __init__(self, executable: str, directory: Path) -> None:
+        self.executable = executable
+        self.directory = directory
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self, **options: Any) -> redis.Redis:
+        """A client with short timeouts and one quick retry, as the docs recommend."""
+        settings: dict[str, Any] = {
+            "socket_timeout": 2.0,
+            "socket_connect_timeout": 2.0,
+            "retry": Retry(NoBackoff(), 1),
+        }
+        return redis.Redis.from_url(self.url, **(settings | options))
+
+    def start(self) -> None:
+        """Start on a free port (the same port again after :meth:`kill`)."""
+        for _ in range(5):
+            port = self.port or _free_port()
+            if self._started_on(port):
+                self.port = port
+                return
+            if self.port:
+                break
+        raise RuntimeError(f"redis-server did not start on port {self.port or 'any'}")
+
+    def _started_on(self, port: int) -> bool:
+        options = {
+            "port": port,
+            "bind": "127.0.0.1",
+            "save": "",
+            "appendonly": "no",
+            "hz": 100,  # shuts down in 10 ms rather than 100 ms
+            "dir": self.directory,
+        }
+        command = [self.executable]
+        for name, value in options.items():
+            command += [f"--{name}", str(value)]
+        process = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        assert process.stdout is not None
+        for line in process.stdout:  # it logs to stdout; stops at "ready" or at exit
+            if READY in line:
+                self.process = process
+                return True
+        process.wait()
+        return False
+
+    def kill(self) -> None:
+        """Kill it at once (SIGKILL): no goodbye to its clients."""
+        assert self.process is not None
+        self.process.kill()
+        self._reap()
+
+    def stop(self) -> None:
+        """Shut it down cleanly (SIGTERM; nothing is saved)."""
+        if self.process is not None:
+            self.process.terminate()
+            self._reap()
+
+    def _reap(self) -> None:
+        assert self.process is not None
+        self.process.wait(30)
+        assert self.process.stdout is not None
+        self.process.stdout.close()
+        self.process = None
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def redis_server_executable() -> str:
+    """redis-server's path; skips the test without one, or fails it in CI."""
+    executable = shutil.which("redis-server")
+    if executable is None:
+        reason = "redis-server is not installed (apt-get install redis-server)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}; CI must run the Redis tests")
+        pytest.skip(reason)
+    return executable
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(redis_server_executable(), tmp_path)
+    server.start()
+    yield server
+    server.stop()

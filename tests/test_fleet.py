@@ -1,0 +1,141 @@
+"""A fleet of processes on one Redis shares one token: counted at the server.
+
+Four worker processes of eight threads each, a real redis-server and the
+local Piggy; every round starts in all 32 threads at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import requests
+from werkzeug import Response
+
+from requests_piggy_auth import ClientCredentialsAuth, TokenCache
+from requests_piggy_auth.stores import RedisTokenStore
+
+from .conftest import API, CLIENT_ID, CLIENT_SECRET, Piggy, json_response
+from .fleet import CLIENT_NAME, TIMEOUT, Fleet, Outcome, Worker
+from .redis_server import RedisServer
+
+PROCESSES, THREADS = 4, 8
+CALLS = PROCESSES * THREADS
+
+
+def worker(piggy: Piggy, redis_server: RedisServer, **options: Any) -> Worker:
+    return Worker(
+        redis_server.url, piggy.url + API, piggy.url, CLIENT_ID, CLIENT_SECRET, THREADS, **options
+    )
+
+
+def wait_until(condition: Callable[[], bool]) -> None:
+    """Wait for something another process does, which no event reports."""
+    deadline = time.monotonic() + TIMEOUT
+    while not condition():
+        assert time.monotonic() < deadline, "gave up waiting"
+        time.sleep(0.005)
+
+
+def tokens(outcomes: list[Outcome]) -> set[str]:
+    return {token for _, _, token in outcomes}
+
+
+def test_a_cold_fleet_makes_one_token_request(piggy: Piggy, redis_server: RedisServer) -> None:
+    hold = piggy.hold()
+    watcher = redis_server.client()
+
+    def workers_in_redis() -> int:
+        return len({c["name"] for c in watcher.client_list() if c["name"].startswith(CLIENT_NAME)})
+
+    with Fleet(worker(piggy, redis_server), PROCESSES) as fleet:
+        fleet.go()
+        # One worker's token request is held at the server until every worker has
+        # asked Redis for the token, so the others must wait for it there.
+        assert hold.arrived.wait(TIMEOUT)
+        wait_until(lambda: workers_in_redis() == PROCESSES)
+        hold.released.set()
+        outcomes = fleet.outcomes()
+
+    assert [status for status, _, _ in outcomes] == [200] * CALLS
+    assert len(piggy.token_requests) == 1
+    assert len(tokens(outcomes)) == 1
+
+
+def test_a_revocation_seen_by_the_whole_fleet_makes_one_token_request(
+    piggy: Piggy, redis_server: RedisServer
+) -> None:
+    with Fleet(worker(piggy, redis_server, rounds=2), PROCESSES) as fleet:
+        first = fleet.round()
+        piggy.revoke_all()
+        # Every call gets its 401 only once all 32 hold the revoked token.
+        everyone_rejected = threading.Barrier(CALLS)
+
+        def rejected() -> Response:
+            everyone_rejected.wait(TIMEOUT)
+            return json_response(
+                {"error": "invalid_token"},
+                401,
+                {"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
+
+        piggy.unauthorized_response = rejected
+        second = fleet.round()
+
+    assert len(tokens(first)) == 1
+    assert [(status, history) for status, history, _ in second] == [(200, (401,))] * CALLS
+    assert piggy.unauthorized == CALLS
+    assert len(piggy.token_requests) == 2
+    assert len(tokens(second)) == 1
+    assert tokens(first).isdisjoint(tokens(second))
+
+
+def test_without_redis_each_process_falls_back_and_picks_redis_up_again(
+    piggy: Piggy, redis_server: RedisServer
+) -> None:
+    # A worker tries Redis again on its next miss, and may evict a token each round.
+    flaky = worker(piggy, redis_server, rounds=3, retry_interval=0, min_evict_interval=0)
+    with Fleet(flaky, PROCESSES) as fleet:
+        shared = fleet.round()
+        redis_server.kill()
+        piggy.revoke_all()
+        alone = fleet.round()
+        redis_server.start()
+        piggy.revoke_all()
+        shared_again = fleet.round()
+
+    assert len(tokens(shared)) == 1
+    # Redis down: every call still succeeds, each process with a token of its own.
+    assert [status for status, _, _ in alone] == [200] * CALLS
+    assert len(tokens(alone)) == PROCESSES
+    # Redis back: the fleet shares one token again.
+    assert [status for status, _, _ in shared_again] == [200] * CALLS
+    assert len(tokens(shared_again)) == 1
+    assert len(piggy.token_requests) == 1 + PROCESSES + 1
+
+
+def test_a_lock_owner_that_dies_mid_fetch_blocks_the_others_only_until_its_lock_expires(
+    piggy: Piggy, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    hold = piggy.hold()
+    with Fleet(worker(piggy, redis_server, lock_timeout=0.5), processes=1) as owner:
+        owner.go()
+        assert hold.arrived.wait(TIMEOUT)  # it holds the lock and waits for its token
+        owner.processes[0].kill()
+        owner.processes[0].join()
+    # This process would wait far longer than the lock lives (wait_timeout).
+    store = RedisTokenStore(redis_server.client(), lock_timeout=0.5, wait_timeout=TIMEOUT)
+    auth = ClientCredentialsAuth(
+        CLIENT_ID, CLIENT_SECRET, base_url=piggy.url, cache=TokenCache(store=store)
+    )
+    with caplog.at_level(logging.WARNING, "requests_piggy_auth"):
+        response = requests.get(piggy.url + API, auth=auth, timeout=TIMEOUT)
+    hold.released.set()
+
+    assert response.status_code == 200
+    assert len(piggy.token_requests) == 2
+    assert caplog.messages == []  # it took the expired lock; it did not give up waiting

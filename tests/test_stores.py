@@ -1,0 +1,366 @@
+"""RedisTokenStore behind TokenCache, one process, a real redis-server.
+
+Each ``TokenCache`` here plays one process of a fleet: its own local tier and
+clock, the shared Redis behind it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from requests_piggy_auth import TokenCache
+from requests_piggy_auth.oauth import Token
+from requests_piggy_auth.stores import RedisTokenStore
+
+from .conftest import FakeClock
+from .redis_server import RedisServer
+
+KEY = ("https://api.piggy.eu/oauth/token", "client-1")
+TOKEN_KEY = 'piggy-auth:token:["https://api.piggy.eu/oauth/token","client-1"]'
+LOCK_KEY = 'piggy-auth:lock:["https://api.piggy.eu/oauth/token","client-1"]'
+EPOCH = 1_800_000_000.0
+
+
+class Endpoint:
+    """A token endpoint: numbered tokens, counted."""
+
+    def __init__(self, expires_in: float = 3600) -> None:
+        self.expires_in = expires_in
+        self.issued: list[str] = []
+
+    def __call__(self) -> Token:
+        self.issued.append(f"token-CANARY-{len(self.issued):04d}")
+        return Token(self.issued[-1], self.expires_in)
+
+
+@pytest.fixture
+def wall() -> FakeClock:
+    clock = FakeClock()
+    clock.now = EPOCH
+    return clock
+
+
+@pytest.fixture
+def timer() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def client(redis_server: RedisServer) -> redis.Redis:
+    return redis_server.client()
+
+
+@pytest.fixture
+def store(client: redis.Redis, wall: FakeClock, timer: FakeClock) -> RedisTokenStore:
+    return RedisTokenStore(client, poll_interval=0.001, wall_clock=wall, timer=timer)
+
+
+@pytest.fixture
+def endpoint() -> Endpoint:
+    return Endpoint()
+
+
+@pytest.fixture
+def logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """Everything the library logs; no test may find a token in it."""
+    with caplog.at_level(logging.DEBUG, "requests_piggy_auth"):
+        yield caplog
+    assert "CANARY" not in caplog.text
+
+
+def process(store: RedisTokenStore, clock: FakeClock | None = None) -> TokenCache:
+    """A process's cache: its own local tier and clock, ``store`` behind it."""
+    return TokenCache(store=store, clock=clock or FakeClock())
+
+
+def test_a_second_process_uses_the_token_the_first_stored(
+    store: RedisTokenStore, client: redis.Redis, endpoint: Endpoint
+) -> None:
+    assert process(store).get(KEY, endpoint) == "token-CANARY-0000"
+    assert process(store).get(KEY, endpoint) == "token-CANARY-0000"
+
+    assert endpoint.issued == ["token-CANARY-0000"]
+    assert client.keys() == [TOKEN_KEY.encode()]
+    assert json.loads(client.get(TOKEN_KEY)) == {  # type: ignore[arg-type]
+        "access_token": "token-CANARY-0000",
+        "fetched_at": EPOCH,
+        "stale_at": EPOCH + 3600 - 30,
+        "expires_at": EPOCH + 3600,
+    }
+    assert 3_590_000 < client.pttl(TOKEN_KEY) <= 3_600_000  # it expires with the token
+
+
+def test_a_hit_stays_local(
+    store: RedisTokenStore, redis_server: RedisServer, endpoint: Endpoint, logs: Any
+) -> None:
+    cache = process(store)
+    cache.get(KEY, endpoint)
+    redis_server.kill()
+
+    assert cache.get(KEY, endpoint) == "token-CANARY-0000"
+    assert logs.records == []  # Redis was not asked
+
+
+def test_stored_times_carry_over_to_each_process_clock(
+    store: RedisTokenStore, wall: FakeClock, endpoint: Endpoint
+) -> None:
+    first = process(store, FakeClock())
+    first.get(KEY, endpoint)
+    later_clock = FakeClock()
+    later_clock.now = 123_456.0  # monotonic clocks start anywhere
+    later = process(store, later_clock)
+
+    def advance(seconds: float) -> None:
+        wall.advance(seconds)
+        later_clock.advance(seconds)
+
+    advance(1000)
+    assert later.get(KEY, endpoint) == "token-CANARY-0000"
+    advance(3600 - 30 - 1000 - 0.001)
+    assert later.get(KEY, endpoint) == "token-CANARY-0000"
+    advance(0.001)  # stale for everyone: locally and in Redis
+    assert later.get(KEY, endpoint) == "token-CANARY-0001"
+    assert endpoint.issued == ["token-CANARY-0000", "token-CANARY-0001"]
+
+
+def test_namespaces_keep_fleets_apart(
+    client: redis.Redis, wall: FakeClock, endpoint: Endpoint
+) -> None:
+    blue = RedisTokenStore(client, "blue", wall_clock=wall)
+    green = RedisTokenStore(client, "green", wall_clock=wall)
+
+    assert process(blue).get(KEY, endpoint) == "token-CANARY-0000"
+    assert process(green).get(KEY, endpoint) == "token-CANARY-0001"
+    assert len(client.keys("blue:*")) == len(client.keys("green:*")) == 1
+
+
+def test_a_401_deletes_the_stored_token_only_while_it_is_the_one_rejected(
+    store: RedisTokenStore, client: redis.Redis, endpoint: Endpoint
+) -> None:
+    a, b, newcomer = process(store), process(store), process(store)
+    a.get(KEY, endpoint)
+    b.get(KEY, endpoint)
+
+    assert b.evict(KEY, "token-CANARY-0000") is True
+    assert b.get(KEY, endpoint) == "token-CANARY-0001"
+    # a's 401 for the old token arrives late: the new token stays.
+    assert a.evict(KEY, "token-CANARY-0000") is True
+    assert a.get(KEY, endpoint) == "token-CANARY-0001"
+    # A process that never held the token leaves Redis alone too.
+    assert newcomer.evict(KEY, "token-CANARY-0001") is True
+    assert endpoint.issued == ["token-CANARY-0000", "token-CANARY-0001"]
+    assert json.loads(client.get(TOKEN_KEY))["access_token"] == "token-CANARY-0001"  # type: ignore[arg-type]
+
+
+def test_a_rate_limited_eviction_leaves_the_stored_token(
+    store: RedisTokenStore, client: redis.Redis, endpoint: Endpoint
+) -> None:
+    cache = process(store)
+    cache.get(KEY, endpoint)
+    cache.evict(KEY, "token-CANARY-0000")
+    cache.get(KEY, endpoint)
+
+    assert cache.evict(KEY, "token-CANARY-0001") is False  # within min_evict_interval
+    assert client.exists(TOKEN_KEY)
+    assert process(store).get(KEY, endpoint) == "token-CANARY-0001"
+
+
+def test_the_lock_winner_uses_a_token_stored_just_before_it_got_the_lock(
+    redis_server: RedisServer, wall: FakeClock, endpoint: Endpoint
+) -> None:
+    other_process = process(RedisTokenStore(redis_server.client(), wall_clock=wall))
+
+    class Racing(redis.Redis):
+        """Lets the other process store a token between our look and our lock."""
+
+        def set(self, name: Any, *args: Any, **kwargs: Any) -> Any:
+            if name == LOCK_KEY and not endpoint.issued:
+                other_process.get(KEY, endpoint)
+            return super().set(name, *args, **kwargs)
+
+    racing = Racing.from_url(redis_server.url)
+    assert process(RedisTokenStore(racing, wall_clock=wall)).get(KEY, endpoint) == (
+        "token-CANARY-0000"
+    )
+    assert endpoint.issued == ["token-CANARY-0000"]
+    assert not racing.exists(LOCK_KEY)
+
+
+def test_a_failed_fetch_frees_the_lock_at_once_and_stores_nothing(
+    store: RedisTokenStore, client: redis.Redis, endpoint: Endpoint
+) -> None:
+    def failing() -> Token:
+        assert client.exists(LOCK_KEY)
+        raise RuntimeError("token endpoint down")
+
+    with pytest.raises(RuntimeError, match="down"):
+        process(store).get(KEY, failing)
+    assert client.keys() == []
+    assert process(store).get(KEY, endpoint) == "token-CANARY-0000"
+
+
+def test_a_process_that_waits_too_long_fetches_its_own_token(
+    client: redis.Redis, wall: FakeClock, endpoint: Endpoint, logs: Any
+) -> None:
+    client.set(LOCK_KEY, "another-process", px=60_000)
+    impatient = RedisTokenStore(client, wait_timeout=0, wall_clock=wall)
+
+    assert process(impatient).get(KEY, endpoint) == "token-CANARY-0000"
+    assert client.get(LOCK_KEY) == b"another-process"  # only its owner releases a lock
+    assert logs.messages == [
+        "waited 0.0 s for another process's token request for client 'client-1'; making one here"
+    ]
+
+
+def test_a_token_that_expired_during_its_request_is_not_stored(
+    store: RedisTokenStore, client: redis.Redis
+) -> None:
+    clock = FakeClock()
+
+    def slow() -> Token:
+        clock.advance(20)
+        return Token("token-CANARY-slow", 10)
+
+    process(store, clock).get(KEY, slow)
+    assert client.keys() == []
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "not json",
+        json.dumps(["a", "list"]),
+        json.dumps({"access_token": "token-CANARY-old"}),
+        json.dumps(
+            {"access_token": "bad token", "fetched_at": 0, "stale_at": 9e9, "expires_at": 9e9}
+        ),
+        json.dumps({"access_token": None, "fetched_at": 0, "stale_at": 9e9, "expires_at": 9e9}),
+        json.dumps({"access_token": "t", "fetched_at": "x", "stale_at": 9e9, "expires_at": 9e9}),
+    ],
+)
+def test_an_entry_that_is_not_a_usable_token_is_replaced(
+    store: RedisTokenStore, client: redis.Redis, endpoint: Endpoint, entry: str
+) -> None:
+    client.set(TOKEN_KEY, entry)
+
+    assert process(store).get(KEY, endpoint) == "token-CANARY-0000"
+    assert json.loads(client.get(TOKEN_KEY))["access_token"] == "token-CANARY-0000"  # type: ignore[arg-type]
+
+
+def test_a_lost_redis_is_left_alone_for_retry_interval_with_one_warning(
+    store: RedisTokenStore,
+    redis_server: RedisServer,
+    timer: FakeClock,
+    endpoint: Endpoint,
+    logs: Any,
+) -> None:
+    redis_server.kill()
+    assert process(store).get(KEY, endpoint) == "token-CANARY-0000"
+    redis_server.start()
+    # Redis is back, but this store leaves it alone until retry_interval has passed.
+    assert process(store).get(KEY, endpoint) == "token-CANARY-0001"
+    timer.advance(30)
+    assert process(store).get(KEY, endpoint) == "token-CANARY-0002"
+    assert process(store).get(KEY, endpoint) == "token-CANARY-0002"  # shared again
+
+    [down, back] = logs.records
+    assert down.levelno == logging.WARNING
+    assert down.getMessage().startswith("the token store's Redis failed (ConnectionError: ")
+    assert down.getMessage().endswith(
+        "tokens are fetched per process until it is back, tried again every 30 s"
+    )
+    assert (back.levelno, back.getMessage()) == (
+        logging.INFO,
+        "the token store's Redis is back; tokens are shared again",
+    )
+
+
+def test_evicting_while_redis_is_lost_still_evicts(
+    store: RedisTokenStore, redis_server: RedisServer, endpoint: Endpoint, logs: Any
+) -> None:
+    cache = process(store)
+    cache.get(KEY, endpoint)
+    redis_server.kill()
+
+    assert cache.evict(KEY, "token-CANARY-0000") is True
+    assert cache.get(KEY, endpoint) == "token-CANARY-0001"
+    assert len(logs.records) == 1
+
+
+def test_a_slow_redis_times_out_and_the_call_goes_on(
+    redis_server: RedisServer, client: redis.Redis, wall: FakeClock, endpoint: Endpoint, logs: Any
+) -> None:
+    impatient = redis_server.client(socket_timeout=0.1, retry=None)
+    client.client_pause(60_000)  # every client's commands now hang; the server stops anyway
+    assert process(RedisTokenStore(impatient, wall_clock=wall)).get(KEY, endpoint) == (
+        "token-CANARY-0000"
+    )
+    assert "TimeoutError" in logs.messages[0]
+
+
+def test_a_redis_error_after_the_fetch_does_not_cost_a_second_request(
+    redis_server: RedisServer, client: redis.Redis, wall: FakeClock, endpoint: Endpoint, logs: Any
+) -> None:
+    # This user may take locks but only read tokens: storing the token fails.
+    client.acl_setuser(
+        "reader",
+        enabled=True,
+        passwords=["+pw"],
+        keys=["piggy-auth:lock:*", "%R~piggy-auth:token:*"],
+        commands=["+@all"],
+    )
+    reader = redis_server.client(username="reader", password="pw")
+    cache = process(RedisTokenStore(reader, wall_clock=wall))
+
+    assert cache.get(KEY, endpoint) == "token-CANARY-0000"
+    assert endpoint.issued == ["token-CANARY-0000"]
+    assert client.keys() == [LOCK_KEY.encode()]  # left to expire: Redis is left alone now
+    assert "NoPermissionError" in logs.messages[0]
+
+
+def test_a_client_that_decodes_responses_works_too(
+    redis_server: RedisServer, wall: FakeClock, endpoint: Endpoint
+) -> None:
+    store = RedisTokenStore(redis_server.client(decode_responses=True), wall_clock=wall)
+    process(store).get(KEY, endpoint)
+    assert process(store).get(KEY, endpoint) == "token-CANARY-0000"
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"namespace": ""},
+        {"lock_timeout": 0},
+        {"poll_interval": 0},
+        {"wait_timeout": -1},
+        {"retry_interval": -1},
+    ],
+)
+def test_bad_settings_are_refused(client: redis.Redis, options: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="must be"):
+        RedisTokenStore(client, **options)
+
+
+def test_repr_names_the_namespace_only(client: redis.Redis) -> None:
+    assert repr(RedisTokenStore(client, "fleet-a")) == "RedisTokenStore(namespace='fleet-a')"
+
+
+def test_the_package_imports_without_redis_and_the_store_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    check = "import sys, requests_piggy_auth; assert 'redis' not in sys.modules"
+    subprocess.run([sys.executable, "-c", check], check=True)
+
+    monkeypatch.setitem(sys.modules, "redis", None)
+    monkeypatch.delitem(sys.modules, "requests_piggy_auth.stores")
+    with pytest.raises(ImportError, match=r"pip install 'requests-piggy-auth\[redis\]'"):
+        importlib.import_module("requests_piggy_auth.stores")
