@@ -4,7 +4,8 @@ The blocks of one file run in order in one namespace, as a reader would type
 them, with ``PIGGY_BASE_URL`` pointing at the fake server and the production
 URL in the code swapped for the fake server's (so is the examples' proxy: the
 fake serves the absolute URLs an http proxy gets); the placeholder credentials
-are registered with the fake and set in the environment. A block right after
+are registered with the fake and set in the environment; a document that
+mentions ``REDIS_URL`` gets a real redis-server there. A block right after
 ``<!-- pytest -->`` is a user's test module: each runs with pytest in a fresh
 project, where the plugin's fixtures must make every test in it pass. A block
 right after ``<!-- no-run -->`` is only shown (for example, one that needs a
@@ -45,8 +46,13 @@ def examples(document: Path, marker: str | None = None) -> list[str]:
     ids=lambda d: str(d.relative_to(ROOT)),
 )
 def test_examples_run(
-    document: Path, fake_piggy: FakePiggy, monkeypatch: pytest.MonkeyPatch
+    document: Path,
+    fake_piggy: FakePiggy,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> None:
+    if "REDIS_URL" in document.read_text(encoding="utf-8"):  # the fleet guide needs a Redis
+        monkeypatch.setenv("REDIS_URL", request.getfixturevalue("redis_server").url)
     monkeypatch.setenv("PIGGY_BASE_URL", fake_piggy.url)
     monkeypatch.setenv("PIGGY_CLIENT_ID", CLIENT_ID)
     monkeypatch.setenv("PIGGY_CLIENT_SECRET", CLIENT_SECRET)
