@@ -31,6 +31,7 @@ type: $(VENV)/.test-installed
 	$(BIN)/mypy
 
 pytest: $(VENV)/.test-installed
+	.ci/install-redis-server
 	$(BIN)/pytest
 
 clean:
