@@ -99,14 +99,17 @@ def test_a_second_process_uses_the_token_the_first_stored(
     assert 3_590_000 < client.pttl(TOKEN_KEY) <= 3_600_000  # it expires with the token
 
 
-def test_a_hit_stays_local(
-    store: RedisTokenStore, redis_server: RedisServer, endpoint: Endpoint, logs: Any
-) -> None:
+@pytest.fixture
+def stranded(store: RedisTokenStore, redis_server: RedisServer, endpoint: Endpoint) -> TokenCache:
+    """A process holding a token from Redis, which has just been killed."""
     cache = process(store)
     cache.get(KEY, endpoint)
     redis_server.kill()
+    return cache
 
-    assert cache.get(KEY, endpoint) == "token-CANARY-0000"
+
+def test_a_hit_stays_local(stranded: TokenCache, endpoint: Endpoint, logs: Any) -> None:
+    assert stranded.get(KEY, endpoint) == "token-CANARY-0000"
     assert logs.records == []  # Redis was not asked
 
 
@@ -285,14 +288,10 @@ def test_a_lost_redis_is_left_alone_for_retry_interval_with_one_warning(
 
 
 def test_evicting_while_redis_is_lost_still_evicts(
-    store: RedisTokenStore, redis_server: RedisServer, endpoint: Endpoint, logs: Any
+    stranded: TokenCache, endpoint: Endpoint, logs: Any
 ) -> None:
-    cache = process(store)
-    cache.get(KEY, endpoint)
-    redis_server.kill()
-
-    assert cache.evict(KEY, "token-CANARY-0000") is True
-    assert cache.get(KEY, endpoint) == "token-CANARY-0001"
+    assert stranded.evict(KEY, "token-CANARY-0000") is True
+    assert stranded.get(KEY, endpoint) == "token-CANARY-0001"
     assert len(logs.records) == 1
 
 
