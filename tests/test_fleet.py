@@ -7,6 +7,7 @@ local Piggy; every round starts in all 32 threads at once.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import threading
 import time
 from collections.abc import Callable
@@ -139,3 +140,31 @@ def test_a_lock_owner_that_dies_mid_fetch_blocks_the_others_only_until_its_lock_
     assert response.status_code == 200
     assert len(piggy.token_requests) == 2
     assert caplog.messages == []  # it took the expired lock; it did not give up waiting
+
+
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
+def test_workers_forked_from_a_preloaded_app_share_its_store(
+    piggy: Piggy, redis_server: RedisServer
+) -> None:
+    # Like gunicorn --preload: the app is built, and has used Redis, before the fork.
+    store = RedisTokenStore(redis_server.client(), poll_interval=0.01)
+    auth = ClientCredentialsAuth(
+        CLIENT_ID, CLIENT_SECRET, base_url=piggy.url, cache=TokenCache(store=store)
+    )
+    assert requests.get(piggy.url + API, auth=auth, timeout=TIMEOUT).status_code == 200
+    piggy.revoke_all()
+    fork = multiprocessing.get_context("fork")
+    statuses = fork.SimpleQueue()
+
+    def serve() -> None:
+        statuses.put(requests.get(piggy.url + API, auth=auth, timeout=TIMEOUT).status_code)
+
+    workers = [fork.Process(target=serve) for _ in range(PROCESSES)]
+    for process in workers:
+        process.start()
+    for process in workers:
+        process.join(TIMEOUT)
+
+    assert [process.exitcode for process in workers] == [0] * PROCESSES
+    assert [statuses.get() for _ in workers] == [200] * PROCESSES
+    assert len(piggy.token_requests) == 2
