@@ -86,10 +86,11 @@ def work(worker: Worker, start: Barrier, results: Any) -> None:
 
 
 class Fleet:
-    """``processes`` workers started with ``spawn``, as fresh as a new worker process."""
+    """``processes`` fresh workers, forked from a server that has only imported this module."""
 
     def __init__(self, worker: Worker, processes: int = 4) -> None:
-        context = multiprocessing.get_context("spawn")
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
         self.start = context.Barrier(processes * worker.threads + 1)
         self.results = context.Queue()
         self.processes = [

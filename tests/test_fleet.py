@@ -28,6 +28,12 @@ PROCESSES, THREADS = 4, 8
 CALLS = PROCESSES * THREADS
 
 
+@pytest.fixture(autouse=True)
+def _workers_without_coverage(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers start faster untraced; the library code they run is measured in this process."""
+    monkeypatch.delenv("COVERAGE_PROCESS_CONFIG", raising=False)
+
+
 def worker(piggy: Piggy, redis_server: RedisServer, **options: Any) -> Worker:
     return Worker(
         redis_server.url, piggy.url + API, piggy.url, CLIENT_ID, CLIENT_SECRET, THREADS, **options
