@@ -134,6 +134,7 @@ class TokenCache:
 
         The entry is removed only if it still holds that token (compare and
         evict), so many threads reporting one stale token cause one renewal.
+        A store's copy goes first, on the same condition.
 
         :returns: whether a new token may help, so a retry is worth it:
             ``False`` only when the same token is still cached because the
@@ -151,6 +152,12 @@ class TokenCache:
             self._evicted_at[key] = self.clock()
             return True
 
+    def clear(self) -> None:
+        """Forget every token here (fetches in flight still complete; a store keeps its own)."""
+        with self._lock:
+            self._tokens.clear()
+            self._evicted_at.clear()
+
     def _evictable(self, key: CacheKey, access_token: str) -> bool:
         with self._lock:
             return self._holds(key, access_token) and not self._evicted_recently(key)
@@ -162,12 +169,6 @@ class TokenCache:
     def _evicted_recently(self, key: CacheKey) -> bool:
         last = self._evicted_at.get(key)
         return last is not None and self.clock() - last < self.min_evict_interval
-
-    def clear(self) -> None:
-        """Forget every token (fetches in flight still complete)."""
-        with self._lock:
-            self._tokens.clear()
-            self._evicted_at.clear()
 
     def _fetch(self, key: CacheKey, flight: Future[str], fetch: Callable[[], Token]) -> None:
         try:
