@@ -8,21 +8,21 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 import requests
-from werkzeug import Response
 
 from requests_piggy_auth import ClientCredentialsAuth, TokenCache
 from requests_piggy_auth.stores import RedisTokenStore
+from requests_piggy_auth.testing import FakePiggy
 
-from .conftest import API, CLIENT_ID, CLIENT_SECRET, Piggy, json_response
+from .conftest import API, CLIENT_ID, CLIENT_SECRET
 from .fleet import CLIENT_NAME, TIMEOUT, Fleet, Outcome, Worker
 from .redis_server import RedisServer
+from .test_concurrency import reject_together
 
 PROCESSES, THREADS = 4, 8
 CALLS = PROCESSES * THREADS
@@ -34,7 +34,7 @@ def _workers_without_coverage(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("COVERAGE_PROCESS_CONFIG", raising=False)
 
 
-def worker(piggy: Piggy, redis_server: RedisServer, **options: Any) -> Worker:
+def worker(piggy: FakePiggy, redis_server: RedisServer, **options: Any) -> Worker:
     return Worker(
         redis_server.url, piggy.url + API, piggy.url, CLIENT_ID, CLIENT_SECRET, THREADS, **options
     )
@@ -52,7 +52,7 @@ def tokens(outcomes: list[Outcome]) -> set[str]:
     return {token for _, _, token in outcomes}
 
 
-def test_a_cold_fleet_makes_one_token_request(piggy: Piggy, redis_server: RedisServer) -> None:
+def test_a_cold_fleet_makes_one_token_request(piggy: FakePiggy, redis_server: RedisServer) -> None:
     hold = piggy.hold()
     watcher = redis_server.client()
 
@@ -69,40 +69,29 @@ def test_a_cold_fleet_makes_one_token_request(piggy: Piggy, redis_server: RedisS
         outcomes = fleet.outcomes()
 
     assert [status for status, _, _ in outcomes] == [200] * CALLS
-    assert len(piggy.token_requests) == 1
+    assert piggy.stats().token_requests == 1
     assert len(tokens(outcomes)) == 1
 
 
 def test_a_revocation_seen_by_the_whole_fleet_makes_one_token_request(
-    piggy: Piggy, redis_server: RedisServer
+    piggy: FakePiggy, redis_server: RedisServer
 ) -> None:
     with Fleet(worker(piggy, redis_server, rounds=2), PROCESSES) as fleet:
         first = fleet.round()
         piggy.revoke_all()
-        # Every call gets its 401 only once all 32 hold the revoked token.
-        everyone_rejected = threading.Barrier(CALLS)
-
-        def rejected() -> Response:
-            everyone_rejected.wait(TIMEOUT)
-            return json_response(
-                {"error": "invalid_token"},
-                401,
-                {"WWW-Authenticate": 'Bearer error="invalid_token"'},
-            )
-
-        piggy.unauthorized_response = rejected
+        reject_together(piggy, CALLS)  # each 401 only once all 32 calls hold the token
         second = fleet.round()
 
     assert len(tokens(first)) == 1
     assert [(status, history) for status, history, _ in second] == [(200, (401,))] * CALLS
-    assert piggy.unauthorized == CALLS
-    assert len(piggy.token_requests) == 2
+    assert piggy.stats().unauthorized == CALLS
+    assert piggy.stats().token_requests == 2
     assert len(tokens(second)) == 1
     assert tokens(first).isdisjoint(tokens(second))
 
 
 def test_without_redis_each_process_falls_back_and_picks_redis_up_again(
-    piggy: Piggy, redis_server: RedisServer
+    piggy: FakePiggy, redis_server: RedisServer
 ) -> None:
     # A worker tries Redis again on its next miss, and may evict a token each round.
     flaky = worker(piggy, redis_server, rounds=3, retry_interval=0, min_evict_interval=0)
@@ -122,11 +111,11 @@ def test_without_redis_each_process_falls_back_and_picks_redis_up_again(
     # Redis back: the fleet shares one token again.
     assert [status for status, _, _ in shared_again] == [200] * CALLS
     assert len(tokens(shared_again)) == 1
-    assert len(piggy.token_requests) == 1 + PROCESSES + 1
+    assert piggy.stats().token_requests == 1 + PROCESSES + 1
 
 
 def test_a_lock_owner_that_dies_mid_fetch_blocks_the_others_only_until_its_lock_expires(
-    piggy: Piggy, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+    piggy: FakePiggy, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     hold = piggy.hold()
     with Fleet(worker(piggy, redis_server, lock_timeout=0.5), processes=1) as owner:
@@ -144,13 +133,13 @@ def test_a_lock_owner_that_dies_mid_fetch_blocks_the_others_only_until_its_lock_
     hold.released.set()
 
     assert response.status_code == 200
-    assert len(piggy.token_requests) == 2
+    assert piggy.stats().token_requests == 2
     assert caplog.messages == []  # it took the expired lock; it did not give up waiting
 
 
 @pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
 def test_workers_forked_from_a_preloaded_app_share_its_store(
-    piggy: Piggy, redis_server: RedisServer
+    piggy: FakePiggy, redis_server: RedisServer
 ) -> None:
     # Like gunicorn --preload: the app is built, and has used Redis, before the fork.
     store = RedisTokenStore(redis_server.client(), poll_interval=0.01)
@@ -173,4 +162,4 @@ def test_workers_forked_from_a_preloaded_app_share_its_store(
 
     assert [process.exitcode for process in workers] == [0] * PROCESSES
     assert [statuses.get() for _ in workers] == [200] * PROCESSES
-    assert len(piggy.token_requests) == 2
+    assert piggy.stats().token_requests == 2

@@ -20,8 +20,8 @@ import redis
 from requests_piggy_auth import TokenCache
 from requests_piggy_auth.oauth import Token
 from requests_piggy_auth.stores import RedisTokenStore
+from requests_piggy_auth.testing import FakeClock
 
-from .conftest import FakeClock
 from .redis_server import RedisServer
 
 KEY = ("https://api.piggy.eu/oauth/token", "client-1")
@@ -44,9 +44,7 @@ class Endpoint:
 
 @pytest.fixture
 def wall() -> FakeClock:
-    clock = FakeClock()
-    clock.now = EPOCH
-    return clock
+    return FakeClock(EPOCH)
 
 
 @pytest.fixture
@@ -118,8 +116,7 @@ def test_stored_times_carry_over_to_each_process_clock(
 ) -> None:
     first = process(store, FakeClock())
     first.get(KEY, endpoint)
-    later_clock = FakeClock()
-    later_clock.now = 123_456.0  # monotonic clocks start anywhere
+    later_clock = FakeClock(123_456.0)  # monotonic clocks start anywhere
     later = process(store, later_clock)
 
     def advance(seconds: float) -> None:
