@@ -265,12 +265,14 @@ def test_a_lost_redis_is_left_alone_for_retry_interval_with_one_warning(
 ) -> None:
     redis_server.kill()
     assert process(store).get(KEY, endpoint) == "token-CANARY-0000"
+    timer.advance(30)
+    assert process(store).get(KEY, endpoint) == "token-CANARY-0001"  # tried again: still down
     redis_server.start()
     # Redis is back, but this store leaves it alone until retry_interval has passed.
-    assert process(store).get(KEY, endpoint) == "token-CANARY-0001"
-    timer.advance(30)
     assert process(store).get(KEY, endpoint) == "token-CANARY-0002"
-    assert process(store).get(KEY, endpoint) == "token-CANARY-0002"  # shared again
+    timer.advance(30)
+    assert process(store).get(KEY, endpoint) == "token-CANARY-0003"
+    assert process(store).get(KEY, endpoint) == "token-CANARY-0003"  # shared again
 
     [down, back] = logs.records
     assert down.levelno == logging.WARNING
