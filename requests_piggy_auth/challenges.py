@@ -6,9 +6,10 @@ the first thing it cannot, and never raises.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
+
+from .oauth import json_value
 
 _TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _QUOTED = r'"(?:[^"\\]|\\.)*"'
@@ -66,10 +67,7 @@ def bearer_error(www_authenticate: str | None, body: bytes) -> str | None:
 
 def json_error(body: bytes) -> str | None:
     """The string ``error`` field of a JSON object body, or ``None``."""
-    try:
-        payload = json.loads(body)
-    except ValueError:
-        return None
+    payload = json_value(body)
     error = payload.get("error") if isinstance(payload, dict) else None
     return error if isinstance(error, str) else None
 

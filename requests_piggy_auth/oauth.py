@@ -6,11 +6,10 @@ the bytes mean lives here.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, TypeGuard
 from urllib.parse import urlencode
@@ -27,6 +26,7 @@ MAX_BODY = 1024 * 1024
 USER_AGENT = f"requests-piggy-auth/{__version__} {requests.utils.default_user_agent()}"
 
 _VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
+_NOT_PRINTABLE = re.compile(r"[\x00-\x1f\x7f]+")
 _EXCERPT_LENGTH = 200
 
 
@@ -63,6 +63,12 @@ class TokenResponse:
     status: int
     headers: Mapping[str, str]
     body: bytes = field(repr=False)
+
+
+#: Sends a token request with some HTTP library and returns the answer, whatever
+#: its status. When no answer arrives (connection error, timeout) it raises
+#: :class:`TokenRequestError` with ``status=None``, which the retry policy retries.
+TokenSender = Callable[[TokenRequest], TokenResponse]
 
 
 @dataclass(frozen=True)
@@ -116,10 +122,10 @@ class ClientCredentials:
         """
         status = response.status
         if 300 <= status < 400:
+            location = _printable(response.headers.get("Location", "nowhere"))
             raise TokenRequestError(
                 f"token endpoint {self.token_url} answered HTTP {status} (a redirect to "
-                f"{response.headers.get('Location', 'nowhere')!r}); token requests never "
-                "follow redirects, so check base_url",
+                f"{location!r}); token requests never follow redirects, so check base_url",
                 status=status,
             )
         if len(response.body) > MAX_BODY:
@@ -130,31 +136,38 @@ class ClientCredentials:
             )
         if not 200 <= status < 300:
             raise self._refusal(response)
-        payload = _json_object(response.body)
-        if payload is None:
+        payload = json_value(response.body)
+        if not isinstance(payload, dict):
             raise TokenResponseError(
-                f"token endpoint answered HTTP {status} with a body that is not a JSON object "
-                f"({response.headers.get('Content-Type', 'no content type')}, "
-                f"{len(response.body)} bytes)",
+                f"token endpoint answered HTTP {status} with {_describe_body(response, payload)}"
+                ", expected a JSON object with an access_token",
                 status=status,
             )
         token_type = payload.get("token_type", "Bearer")
         if not isinstance(token_type, str) or token_type.lower() != "bearer":
+            shown = repr(_printable(token_type)) if isinstance(token_type, str) else ""
             raise TokenResponseError(
-                f"token endpoint answered token_type {_describe(token_type)}, expected 'Bearer'",
+                f"token endpoint answered token_type {shown or _describe(token_type)}, "
+                "expected 'Bearer'",
                 status=status,
             )
-        access_token = payload.get("access_token")
+        if "access_token" not in payload:
+            raise TokenResponseError(
+                "token endpoint answered without an access_token", status=status
+            )
+        access_token = payload["access_token"]
         if not is_valid_token(access_token):
             raise TokenResponseError(
-                "token endpoint answered without a usable access_token (it must be a "
-                f"non-empty string of visible ASCII characters; got {_describe(access_token)})",
+                f"token endpoint answered an unusable access_token, {_describe(access_token)}; "
+                "it must be a non-empty string of visible ASCII characters",
                 status=status,
             )
         return Token(access_token, _lifetime(payload.get("expires_in"), status))
 
     def _refusal(self, response: TokenResponse) -> TokenRequestError:
-        payload = _json_object(response.body) or {}
+        payload = json_value(response.body)
+        if not isinstance(payload, dict):
+            payload = {}
         error, description = payload.get("error"), payload.get("error_description")
         description = self._redact(description) if isinstance(description, str) else None
         if response.status in (400, 401) and isinstance(error, str):
@@ -166,9 +179,7 @@ class ClientCredentials:
                 error=error,
                 error_description=description,
             )
-        excerpt = self._redact(
-            " ".join(response.body[:_EXCERPT_LENGTH].decode("utf-8", "replace").split())
-        )
+        excerpt = self._redact(response.body[: _EXCERPT_LENGTH * 4].decode("utf-8", "replace"))
         return TokenRequestError(
             f"token endpoint answered HTTP {response.status}"
             + (f": {excerpt!r}" if excerpt else " with an empty body"),
@@ -176,40 +187,73 @@ class ClientCredentials:
         )
 
     def _redact(self, text: str) -> str:
-        return text.replace(self.client_secret, "[secret]")
+        """Server text fit for a message: no secret, one line, not too long."""
+        return _printable(text.replace(self.client_secret, "[secret]"))
 
 
-def _json_object(body: bytes) -> dict[str, object] | None:
+#: What :func:`json_value` returns for a body that is not JSON.
+NOT_JSON = object()
+
+
+def json_value(body: bytes) -> object:
+    """The JSON value in ``body``, or :data:`NOT_JSON`; never raises."""
     try:
-        payload = json.loads(body)
-    except ValueError:
-        return None
-    return payload if isinstance(payload, dict) else None
+        return json.loads(body)
+    except (ValueError, RecursionError):  # also bad UTF-8, huge integers, deep nesting
+        return NOT_JSON
+
+
+def _describe_body(response: TokenResponse, payload: object) -> str:
+    if not response.body.strip():
+        return "an empty body"
+    if payload is NOT_JSON:
+        content_type = _printable(response.headers.get("Content-Type", "no content type"))
+        return f"a body that is not JSON ({content_type}, {len(response.body)} bytes)"
+    kind = "a JSON string" if isinstance(payload, str) else _describe(payload)
+    return f"{kind} instead of an object"
+
+
+def _printable(text: str) -> str:
+    """``text`` on one line without control characters, at most ``_EXCERPT_LENGTH`` long."""
+    text = " ".join(_NOT_PRINTABLE.sub(" ", text).split())
+    return text if len(text) <= _EXCERPT_LENGTH else text[: _EXCERPT_LENGTH - 3] + "..."
+
+
+_JSON_TYPES = {dict: "object", list: "array", bool: "boolean", int: "number", float: "number"}
 
 
 def _describe(value: object) -> str:
-    """Say what kind of value arrived without showing it (it may be a secret)."""
-    if value is None:
-        return "nothing"
+    """Say what kind of JSON value arrived without showing it (it may be a secret)."""
     if isinstance(value, str):
-        return f"a string of {len(value)} characters" if value else "an empty string"
-    return f"a JSON {type(value).__name__}"
+        if not value:
+            return "an empty string"
+        visible = "" if is_valid_token(value) else " with whitespace, control or non-ASCII ones"
+        return f"a string of {len(value)} character{'s' * (len(value) > 1)}{visible}"
+    return "JSON null" if value is None else f"a JSON {_JSON_TYPES[type(value)]}"
 
 
 def _lifetime(expires_in: object, status: int) -> float | None:
     if expires_in is None:
         return None
-    seconds = math.nan
-    if isinstance(expires_in, (int, float)) and not isinstance(expires_in, bool):
-        seconds = float(expires_in)
-    elif isinstance(expires_in, str):
-        with contextlib.suppress(ValueError):
-            seconds = float(expires_in)
+    seconds = _seconds(expires_in)
     if not seconds > 0:  # also false for NaN
         raise TokenResponseError(
-            f"token endpoint answered expires_in={str(expires_in)[:40]!r}; it must be a positive "
-            "number "
-            "of seconds",
+            f"token endpoint answered expires_in={_printable(str(expires_in))[:40]!r}; it must "
+            "be a positive number of seconds",
             status=status,
         )
     return min(seconds, MAX_LIFETIME)
+
+
+def _seconds(value: object) -> float:
+    """``value`` (a JSON number or numeric string) as seconds; NaN if it is neither."""
+    if isinstance(value, bool):
+        return math.nan
+    if isinstance(value, int):  # may be far beyond a float's range
+        return float(max(-1, min(value, MAX_LIFETIME)))
+    if isinstance(value, (float, str)):
+        try:
+            return float(value)
+        except ValueError:
+            return math.nan
+    return math.nan
