@@ -11,7 +11,7 @@ answers 401 for a stale token.
 
 from ._version import __version__
 from .auth import ClientCredentialsAuth, PersonalAccessTokenAuth, PiggyAuth
-from .cache import TokenCache, TokenStore, shared_cache
+from .cache import CoolDown, TokenCache, TokenStore, shared_cache
 from .env import from_env
 from .errors import (
     ConfigurationError,
@@ -21,14 +21,17 @@ from .errors import (
     TokenRequestError,
     TokenResponseError,
 )
+from .retry import RetryPolicy
 
 __all__ = [
     "ClientCredentialsAuth",
     "ConfigurationError",
+    "CoolDown",
     "InvalidClientError",
     "PersonalAccessTokenAuth",
     "PiggyAuth",
     "PiggyAuthError",
+    "RetryPolicy",
     "TokenCache",
     "TokenExpiredError",
     "TokenRequestError",

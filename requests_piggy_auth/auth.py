@@ -28,21 +28,24 @@ from .oauth import (
     Token,
     TokenRequest,
     TokenResponse,
+    TokenSender,
     is_valid_token,
 )
 from .origins import Origin, secure_origin
+from .retry import RetryPolicy
 from .token_session import token_session
 
 DEFAULT_BASE_URL = "https://api.piggy.eu"
 #: Sets the base URL for auth objects created without ``base_url=``.
 BASE_URL_VARIABLE = "PIGGY_BASE_URL"
-#: Connect and read timeouts, in seconds, for token requests.
-DEFAULT_TIMEOUT = (5.0, 10.0)
+#: Connect and read timeouts, in seconds, for each token request; the retry
+#: policy's budget bounds a whole fetch.
+DEFAULT_TIMEOUT = (3.05, 5.0)
+#: Up to 3 retries with full-jitter backoff, within 10 s per fetch.
+DEFAULT_RETRY = RetryPolicy()
 #: A personal access token this close to its expiry date logs a warning.
 PAT_WARNING_PERIOD = timedelta(days=7)
 
-#: Sends a token request with some HTTP library and returns the answer.
-TokenSender = Callable[[TokenRequest], TokenResponse]
 Timeout = float | tuple[float, float] | None
 
 log = logging.getLogger("requests_piggy_auth")
@@ -140,7 +143,9 @@ class ClientCredentialsAuth(PiggyAuth):
     :param cache: the :class:`TokenCache` to share; ``None`` for the process-wide one.
     :param token_session: the ``requests.Session`` for token requests;
         ``None`` for the library's own.
-    :param timeout: connect and read timeout for token requests, in seconds.
+    :param timeout: connect and read timeout for each token request, in seconds.
+    :param retry: how token requests are retried, and the time budget of one
+        fetch (see :class:`RetryPolicy`); ``RetryPolicy(total=0)`` never retries.
     :param token_request_format: ``"json"`` or ``"form"`` encoding of the token request.
     :raises ValueError: for an empty id or secret, a bad URL or format.
     """
@@ -157,6 +162,7 @@ class ClientCredentialsAuth(PiggyAuth):
         cache: TokenCache | None = None,
         token_session: requests.Session | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
+        retry: RetryPolicy = DEFAULT_RETRY,
         token_request_format: Literal["json", "form"] = "json",
     ) -> None:
         super().__init__(base_url=base_url, allowed_origins=allowed_origins)
@@ -166,6 +172,7 @@ class ClientCredentialsAuth(PiggyAuth):
         self.cache = shared_cache() if cache is None else cache
         self.token_session = token_session
         self.timeout = timeout
+        self.retry = retry
         self._key = (self.grant.token_url, client_id)
         self._fetch_with_requests = partial(self._fetch, self._send)
 
@@ -185,10 +192,13 @@ class ClientCredentialsAuth(PiggyAuth):
     def token(self, send: TokenSender | None = None) -> str:
         """The cached token, fetched with ``send`` (default: requests) on a miss.
 
+        Token requests are retried by :attr:`retry`, whatever ``send`` is, and
+        waiting for another thread's fetch takes at most its budget.
+
         :raises TokenRequestError: (or a subclass) when no token could be had.
         """
         fetch = self._fetch_with_requests if send is None else partial(self._fetch, send)
-        return self.cache.get(self._key, fetch)
+        return self.cache.get(self._key, fetch, timeout=self.retry.budget)
 
     def should_retry(self, token: str, www_authenticate: str | None, body: bytes) -> bool:
         """True when the 401 may mean a stale token and evicting it made room for a new one."""
@@ -202,7 +212,7 @@ class ClientCredentialsAuth(PiggyAuth):
         return self._fetch_with_requests()
 
     def _fetch(self, send: TokenSender) -> Token:
-        token = self.grant.parse(send(self.grant.token_request()))
+        token = self.grant.parse(self.retry.send(send, self.grant.token_request()))
         log.debug(
             "new token ...%s for client %r (expires_in=%s)",
             _last4(token.access_token),

@@ -4,7 +4,8 @@ A :class:`TokenCache` maps ``(token_url, client_id)`` to a token. A cache hit
 is a dictionary lookup under a lock. A miss makes exactly one fetch per key
 however many threads miss at once (single-flight); the others wait for it and
 get the same token or the same error. Fetches for different keys never wait
-for each other.
+for each other. After a failed fetch the key cools down: for a short while its
+callers fail fast instead of each calling the token endpoint again.
 
 A :class:`TokenStore` (such as :class:`requests_piggy_auth.stores.RedisTokenStore`)
 adds a second tier shared by processes: a local miss asks the store, and the
@@ -13,23 +14,28 @@ store makes one fetch for the whole fleet.
 
 from __future__ import annotations
 
+import logging
 import os
+import random
 import threading
 import time
 import weakref
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol
 
 from cachetools import LRUCache
 
+from .errors import TokenRequestError
 from .oauth import Token
 
 #: ``(token_url, client_id)``: different clients never share a token.
 CacheKey = tuple[str, str]
 Clock = Callable[[], float]
+
+log = logging.getLogger("requests_piggy_auth")
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,43 @@ class TokenStore(Protocol):
         """Delete ``key``'s shared token if it is still ``access_token``."""
 
 
+@dataclass(frozen=True)
+class CoolDown:
+    """How long a key's token requests pause after failed fetches.
+
+    After the *n*-th failure in a row the pause is
+    ``min(maximum, first * 2**(n - 1))`` seconds, shortened at random by up
+    to ``jitter`` of it so a fleet does not retry in lockstep. One success
+    ends it. ``CoolDown(first=0)`` turns it off.
+
+    :param first: the pause after the first failure.
+    :param maximum: the longest pause.
+    :param jitter: the random part of each pause, from 0.0 to 1.0.
+    """
+
+    first: float = 1.0
+    maximum: float = 30.0
+    jitter: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.first <= self.maximum or not 0 <= self.jitter <= 1:
+            raise ValueError("CoolDown needs 0 <= first <= maximum and 0 <= jitter <= 1")
+
+    def pause(self, failures: int) -> float:
+        """The pause after ``failures`` failures in a row, jittered."""
+        longest = min(self.maximum, self.first * 2.0 ** min(failures - 1, 64))
+        return longest * (1 - self.jitter * random.random())  # noqa: S311 - not cryptography
+
+
+@dataclass(frozen=True)
+class _Failures:
+    """A key's failed fetches in a row: how many, until when it cools down, the last error."""
+
+    count: int
+    until: float
+    last: Exception
+
+
 class TokenCache:
     """A thread-safe, bounded (least recently used) cache of access tokens keyed by client.
 
@@ -76,6 +119,7 @@ class TokenCache:
     :param store: a second tier shared with other processes (``None``: this
         process only). The local entry stays in front, so a hit never
         touches the store.
+    :param cooldown: how long a key's callers fail fast after a failed fetch.
     :param clock: a monotonic clock in seconds; tests inject their own.
     """
 
@@ -87,6 +131,7 @@ class TokenCache:
         default_lifetime: float = 300.0,
         min_evict_interval: float = 5.0,
         store: TokenStore | None = None,
+        cooldown: CoolDown = CoolDown(),
         clock: Clock = time.monotonic,
     ) -> None:
         if leeway < 0 or default_lifetime <= 0 or min_evict_interval < 0:
@@ -95,10 +140,12 @@ class TokenCache:
         self.default_lifetime = default_lifetime
         self.min_evict_interval = min_evict_interval
         self.store = store
+        self.cooldown = cooldown
         self.clock = clock
         self._lock = threading.Lock()
         self._tokens: LRUCache[CacheKey, CachedToken] = LRUCache(maxsize)
         self._evicted_at: LRUCache[CacheKey, float] = LRUCache(maxsize)
+        self._failures: LRUCache[CacheKey, _Failures] = LRUCache(maxsize)
         self._flights: dict[CacheKey, Future[str]] = {}
         _register_for_fork(self)
 
@@ -111,22 +158,41 @@ class TokenCache:
             now = self.clock()
             return sum(1 for cached in self._tokens.values() if now < cached.expires_at)
 
-    def get(self, key: CacheKey, fetch: Callable[[], Token]) -> str:
+    def get(
+        self, key: CacheKey, fetch: Callable[[], Token], *, timeout: float | None = None
+    ) -> str:
         """Return the cached token for ``key``, calling ``fetch`` on a miss.
 
         Concurrent misses for one key call ``fetch`` once; every caller gets
-        its token or its exception. A failure is never cached.
+        its token or its exception. A failure is never cached, but it starts
+        a cool-down (see :class:`CoolDown`) during which callers get a token
+        that has not yet expired, if one is cached, or else fail fast.
+
+        :param timeout: how many seconds to wait for another caller's fetch
+            (``None``: as long as it takes).
+        :raises TokenRequestError: during a cool-down, or when the wait for
+            another caller's fetch timed out; or whatever ``fetch`` raised.
         """
         with self._lock:
             cached = self._tokens.get(key)
             if cached is not None and self.clock() < cached.stale_at:
                 return cached.access_token
+            failures = self._failures.get(key)
+            if failures is not None and self.clock() < failures.until:
+                if cached is not None and self.clock() < cached.expires_at:  # stale, still good
+                    return cached.access_token
+                raise _cooling_down(key, failures, failures.until - self.clock())
             flight = self._flights.get(key)
             leading = flight is None
             if flight is None:
                 flight = self._flights[key] = Future()
         if leading:
             self._fetch(key, flight, fetch)
+        elif not wait([flight], timeout).done:
+            raise TokenRequestError(
+                f"gave up after {timeout} s waiting for another thread's token request for "
+                f"client {key[1]!r} at {key[0]}"
+            )
         return flight.result()
 
     def evict(self, key: CacheKey, access_token: str) -> bool:
@@ -157,6 +223,7 @@ class TokenCache:
         with self._lock:
             self._tokens.clear()
             self._evicted_at.clear()
+            self._failures.clear()
 
     def _evictable(self, key: CacheKey, access_token: str) -> bool:
         with self._lock:
@@ -174,19 +241,45 @@ class TokenCache:
         try:
             fetched = partial(self._fetched, fetch)
             cached = fetched() if self.store is None else self.store.get(key, fetched, self.clock)
-        except BaseException as exc:
+        except Exception as exc:
+            with self._lock:
+                current = self._failed(key, exc)
+                del self._flights[key]
+            if current is None:
+                flight.set_exception(exc)
+            else:
+                flight.set_result(current)
+        except BaseException as exc:  # KeyboardInterrupt and the like: no cool-down
             with self._lock:
                 del self._flights[key]
             flight.set_exception(exc)
         else:
             with self._lock:
                 self._tokens[key] = cached
+                self._failures.pop(key, None)
                 del self._flights[key]
             flight.set_result(cached.access_token)
 
     def _fetched(self, fetch: Callable[[], Token]) -> CachedToken:
         sent_at = self.clock()
         return self._timed(fetch(), sent_at)
+
+    def _failed(self, key: CacheKey, exc: Exception) -> str | None:
+        """Start or extend ``key``'s cool-down; return its cached token if still valid."""
+        previous = self._failures.get(key)
+        count = 1 if previous is None else previous.count + 1
+        self._failures[key] = _Failures(count, self.clock() + self.cooldown.pause(count), exc)
+        cached = self._tokens.get(key)
+        if cached is None or self.clock() >= cached.expires_at:
+            return None
+        log.warning(
+            "renewing the token for client %r failed (%s); using the current token, which "
+            "expires in %.0f s",
+            key[1],
+            exc,
+            cached.expires_at - self.clock(),
+        )
+        return cached.access_token
 
     def _timed(self, token: Token, sent_at: float) -> CachedToken:
         lifetime = token.expires_in or self.default_lifetime
@@ -206,6 +299,17 @@ class TokenCache:
 _fork_lock = threading.Lock()
 _caches: weakref.WeakSet[TokenCache] = weakref.WeakSet()
 _held: list[TokenCache] = []
+
+
+def _cooling_down(key: CacheKey, failures: _Failures, remaining: float) -> TokenRequestError:
+    last = failures.last
+    error = TokenRequestError(
+        f"no token request for client {key[1]!r} at {key[0]} for another {remaining:.1f} s, "
+        f"after {failures.count} failed in a row; the last one: {last}",
+        status=last.status if isinstance(last, TokenRequestError) else None,
+    )
+    error.__cause__ = last
+    return error
 
 
 def _register_for_fork(cache: TokenCache) -> None:

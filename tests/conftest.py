@@ -6,17 +6,21 @@ A real redis-server comes from ``tests.redis_server``.
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from requests_piggy_auth import ClientCredentialsAuth, TokenCache
+from requests_piggy_auth import ClientCredentialsAuth, CoolDown, RetryPolicy, TokenCache
 from requests_piggy_auth.testing import (
     API_PREFIX,
     FakeClock,
     FakePiggy,
+    Fault,
     UnauthorizedStyle,
     json_response,
 )
@@ -80,6 +84,45 @@ def cache(clock: FakeClock) -> TokenCache:
     return TokenCache(clock=clock)
 
 
+MakeAuth = Callable[..., ClientCredentialsAuth]
+
+
 @pytest.fixture
-def auth(piggy: FakePiggy, cache: TokenCache) -> ClientCredentialsAuth:
-    return ClientCredentialsAuth(CLIENT_ID, CLIENT_SECRET, base_url=piggy.url, cache=cache)
+def make_auth(piggy: FakePiggy, cache: TokenCache) -> MakeAuth:
+    """Builds the test client's auth for this Piggy and cache; keywords change either."""
+
+    def make(**options: Any) -> ClientCredentialsAuth:
+        options = {"base_url": piggy.url, "cache": cache, **options}
+        return ClientCredentialsAuth(CLIENT_ID, CLIENT_SECRET, **options)
+
+    return make
+
+
+@pytest.fixture
+def auth(make_auth: MakeAuth, clock: FakeClock) -> ClientCredentialsAuth:
+    """The client, with retries that wait on the cache's clock."""
+    return make_auth(retry=RetryPolicy(sleep=clock.sleep, clock=clock))
+
+
+@pytest.fixture
+def plain_auth(make_auth: MakeAuth) -> ClientCredentialsAuth:
+    """The client without retries or cool-down: every miss is one token request."""
+    return make_auth(cache=TokenCache(cooldown=CoolDown(first=0)), retry=RetryPolicy(total=0))
+
+
+def answer(response: Response) -> Fault:
+    """A fault that sends ``response``."""
+    return lambda request: response
+
+
+@contextmanager
+def fetch_held(piggy: FakePiggy, auth: ClientCredentialsAuth) -> Iterator[Future[str]]:
+    """``auth.token()`` in another thread, its token request held at the server until exit."""
+    hold = piggy.hold()
+    with ThreadPoolExecutor(1) as pool:
+        try:
+            leader = pool.submit(auth.token)
+            assert hold.arrived.wait(30)
+            yield leader
+        finally:
+            hold.release()

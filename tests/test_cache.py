@@ -38,8 +38,8 @@ def test_lifetime_counts_from_when_the_request_was_sent(
     assert cache.get(KEY, lambda: Token("two")) == "two"
 
 
-def test_concurrent_misses_share_one_fetch_and_its_error() -> None:
-    cache = TokenCache()
+def test_concurrent_misses_share_one_fetch_and_its_error(clock: FakeClock) -> None:
+    cache = TokenCache(clock=clock)
     started, release = threading.Event(), threading.Event()
     calls = []
 
@@ -65,6 +65,7 @@ def test_concurrent_misses_share_one_fetch_and_its_error() -> None:
     assert all(isinstance(e, RuntimeError) for e in errors)
     assert len(calls) <= 8
     assert len(cache) == 0
+    clock.advance(1)  # past the cool-down
     assert cache.get(KEY, lambda: Token("fresh")) == "fresh"
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 import requests
@@ -14,13 +14,15 @@ from requests_piggy_auth import (
     ClientCredentialsAuth,
     InvalidClientError,
     PiggyAuthError,
+    RetryPolicy,
     TokenCache,
     TokenRequestError,
     TokenResponseError,
 )
-from requests_piggy_auth.testing import FakePiggy, json_response
+from requests_piggy_auth.oauth import MAX_LIFETIME
+from requests_piggy_auth.testing import FakeClock, FakePiggy, json_response
 
-from .conftest import API, CLIENT_ID, CLIENT_SECRET
+from .conftest import API, CLIENT_ID, CLIENT_SECRET, MakeAuth, answer
 
 CANARY_TOKEN = "tok-CANARY-7f3a9c"
 
@@ -49,6 +51,12 @@ CASES: list[tuple[str, Callable[[], Response], type[TokenRequestError], str]] = 
         lambda: json_response([CANARY_TOKEN]),
         TokenResponseError,
         "a JSON array instead of an object",
+    ),
+    (
+        "string",
+        lambda: json_response(CANARY_TOKEN),
+        TokenResponseError,
+        "a JSON string instead of an object",
     ),
     (
         "no-token",
@@ -122,6 +130,80 @@ CASES: list[tuple[str, Callable[[], Response], type[TokenRequestError], str]] = 
         TokenRequestError,
         "Unauthenticated",
     ),
+    (
+        "deeply-nested-json",
+        lambda: Response(b"[" * 100_000, 200),
+        TokenResponseError,
+        "a body that is not JSON",
+    ),
+    (
+        "null-token",
+        lambda: json_response({"access_token": None}),
+        TokenResponseError,
+        "unusable access_token, JSON null",
+    ),
+    (
+        "empty-token",
+        lambda: json_response({"access_token": ""}),
+        TokenResponseError,
+        "unusable access_token, an empty string",
+    ),
+    (
+        "token-with-control-character",
+        lambda: json_response({"access_token": CANARY_TOKEN + "\x07"}),
+        TokenResponseError,
+        "with whitespace, control or non-ASCII ones",
+    ),
+    (
+        "token-with-tab",
+        lambda: json_response({"access_token": "\t" + CANARY_TOKEN}),
+        TokenResponseError,
+        "with whitespace, control or non-ASCII ones",
+    ),
+    (
+        "non-ascii-token",
+        lambda: json_response({"access_token": CANARY_TOKEN + "\u00e9"}),
+        TokenResponseError,
+        "with whitespace, control or non-ASCII ones",
+    ),
+    (
+        "negative-infinite-expiry",
+        lambda: Response(f'{{"access_token": "{CANARY_TOKEN}", "expires_in": -Infinity}}', 200),
+        TokenResponseError,
+        "expires_in='-inf'",
+    ),
+    (
+        "huge-negative-expiry",
+        lambda: Response(f'{{"access_token": "{CANARY_TOKEN}", "expires_in": -{"9" * 400}}}', 200),
+        TokenResponseError,
+        "positive number",
+    ),
+    (
+        "list-expiry",
+        lambda: json_response({"access_token": CANARY_TOKEN, "expires_in": [60]}),
+        TokenResponseError,
+        "expires_in='[60]'",
+    ),
+    (
+        "number-token-type",
+        lambda: json_response({"access_token": CANARY_TOKEN, "token_type": 1}),
+        TokenResponseError,
+        "token_type a JSON number, expected 'Bearer'",
+    ),
+    (
+        "oauth-error-with-a-200",
+        lambda: json_response({"error": "server_error"}),
+        TokenResponseError,
+        "without an access_token",
+    ),
+    (
+        "error-text-injecting-lines",
+        lambda: json_response(
+            {"error": "invalid_client", "error_description": "bad\r\nX-Evil: 1" + "!" * 500}, 401
+        ),
+        InvalidClientError,
+        "(bad X-Evil: 1!!!",
+    ),
 ]
 
 
@@ -132,21 +214,31 @@ def test_each_bad_answer_is_a_typed_error_and_nothing_is_cached(
     piggy: FakePiggy,
     auth: ClientCredentialsAuth,
     cache: TokenCache,
+    clock: FakeClock,
     caplog: pytest.LogCaptureFixture,
     answer: Callable[[], Response],
     error: type[TokenRequestError],
     says: str,
 ) -> None:
-    piggy.fault_token_endpoint(lambda request: answer(), times=1)
+    piggy.fault_token_endpoint(lambda request: answer())  # retries get it too
     with caplog.at_level(logging.DEBUG), pytest.raises(error) as raised:
         requests.get(piggy.url + API, auth=auth)
 
     assert type(raised.value) is error
     assert says in str(raised.value)
+    assert "\n" not in str(raised.value)
+    assert len(str(raised.value)) < 500
     assert_no_secrets(raised.value, auth, caplog.text)
     assert len(cache) == 0
     assert piggy.stats().resource_requests == 0
 
+    piggy.clear_faults()
+    piggy.add_client("client-b", "secret-b")
+    other = ClientCredentialsAuth("client-b", "secret-b", base_url=piggy.url, cache=cache)
+    assert requests.get(piggy.url + API, auth=other).status_code == 200  # unaffected
+    with pytest.raises(TokenRequestError, match="no token request"):
+        auth.token()  # still cooling down
+    clock.advance(1)  # past the cool-down
     assert requests.get(piggy.url + API, auth=auth).status_code == 200
 
 
@@ -184,9 +276,9 @@ def test_an_oauth_error_echoing_the_secret_is_redacted(
 
 
 def test_a_connection_failure_is_a_token_request_error_chained_from_requests(
-    cache: TokenCache, unreachable: str
+    make_auth: MakeAuth, unreachable: str
 ) -> None:
-    auth = ClientCredentialsAuth(CLIENT_ID, CLIENT_SECRET, base_url=unreachable, cache=cache)
+    auth = make_auth(base_url=unreachable, retry=RetryPolicy(total=0))
 
     with pytest.raises(TokenRequestError) as raised:
         auth.token()
@@ -197,16 +289,14 @@ def test_a_connection_failure_is_a_token_request_error_chained_from_requests(
     assert_no_secrets(raised.value, auth, "")
 
 
-def test_a_timeout_is_a_token_request_error(piggy: FakePiggy, cache: TokenCache) -> None:
+def test_a_timeout_is_a_token_request_error(piggy: FakePiggy, make_auth: MakeAuth) -> None:
     hold = piggy.hold()
-    auth = ClientCredentialsAuth(
-        CLIENT_ID, CLIENT_SECRET, base_url=piggy.url, cache=cache, timeout=0.2
-    )
+    auth = make_auth(timeout=0.2, retry=RetryPolicy(total=0))  # retried: test_retry.py
     try:
         with pytest.raises(TokenRequestError) as raised:
             auth.token()
     finally:
-        hold.released.set()
+        hold.release()
 
     assert isinstance(raised.value.__cause__, requests.Timeout)
 
@@ -232,3 +322,52 @@ def assert_no_secrets(error: BaseException, auth: ClientCredentialsAuth, logs: s
     shown = "".join([str(error), repr(error), repr(auth), logs, *traceback.format_exception(error)])
     assert CLIENT_SECRET not in shown
     assert CANARY_TOKEN not in shown
+
+
+@pytest.mark.parametrize("expires_in", ["9" * 400, "1e999", "Infinity", '"1e400"', "31536000000"])
+def test_an_absurd_lifetime_is_capped_at_a_day(
+    piggy: FakePiggy, auth: ClientCredentialsAuth, clock: FakeClock, expires_in: str
+) -> None:
+    body = f'{{"access_token": "{CANARY_TOKEN}", "expires_in": {expires_in}}}'
+    piggy.fault_token_endpoint(answer(Response(body, 200)), times=1)
+    assert auth.token() == CANARY_TOKEN
+
+    clock.advance(MAX_LIFETIME - auth.cache.leeway - 1)
+    assert auth.token() == CANARY_TOKEN
+    clock.advance(1)
+    assert auth.token() != CANARY_TOKEN
+    assert piggy.stats().token_requests == 2
+
+
+def test_the_token_type_is_case_insensitive(piggy: FakePiggy, auth: ClientCredentialsAuth) -> None:
+    body = {"access_token": CANARY_TOKEN, "token_type": "BEARER", "expires_in": 60}
+    piggy.fault_token_endpoint(answer(json_response(body)), times=1)
+    assert auth.token() == CANARY_TOKEN
+
+
+def test_an_endless_token_response_stops_being_read(
+    piggy: FakePiggy, auth: ClientCredentialsAuth
+) -> None:
+    def endless() -> Iterator[bytes]:
+        while True:
+            yield b" " * (64 * 1024)
+
+    piggy.fault_token_endpoint(lambda request: Response(endless(), 200), times=1)
+
+    with pytest.raises(TokenResponseError, match="body over 1048576 bytes"):
+        auth.token()
+    assert piggy.stats().token_requests == 1
+
+
+def test_a_401_with_a_deeply_nested_body_is_still_understood(
+    piggy: FakePiggy, auth: ClientCredentialsAuth
+) -> None:
+    auth.token()
+    piggy.revoke_all()
+    piggy.fault_resources(answer(Response(b"[" * 100_000, 401)), times=1)
+
+    response = requests.get(piggy.url + API, auth=auth)
+
+    assert response.status_code == 200
+    assert [r.status_code for r in response.history] == [401]
+    assert piggy.stats().token_requests == 2

@@ -13,6 +13,7 @@ import requests
 from requests_piggy_auth import (
     ClientCredentialsAuth,
     PersonalAccessTokenAuth,
+    RetryPolicy,
     TokenCache,
     TokenRequestError,
     TokenResponseError,
@@ -323,7 +324,7 @@ def test_a_personal_access_token_expires_at_its_date(piggy: FakePiggy) -> None:
 )
 def test_each_token_endpoint_fault_reaches_the_client(
     piggy: FakePiggy,
-    auth: ClientCredentialsAuth,
+    plain_auth: ClientCredentialsAuth,
     fault: Fault,
     error: type[TokenRequestError],
     says: str,
@@ -331,11 +332,11 @@ def test_each_token_endpoint_fault_reaches_the_client(
     piggy.fault_token_endpoint(fault, times=1)
 
     with pytest.raises(error) as raised:
-        auth.token()
+        plain_auth.token()
 
     assert type(raised.value) is error
     assert says in str(raised.value)
-    assert auth.token() == piggy.tokens()[0]
+    assert plain_auth.token() == piggy.tokens()[0]
     assert [entry.status for entry in piggy.log("token")][1:] == [200]
 
 
@@ -421,7 +422,12 @@ def test_a_token_endpoint_delay_applies_to_every_token_request(
 ) -> None:
     delay = piggy.fault_token_endpoint(Delay(60))
     slow = ClientCredentialsAuth(
-        CLIENT_ID, CLIENT_SECRET, base_url=piggy.url, cache=TokenCache(), timeout=(5, 0.2)
+        CLIENT_ID,
+        CLIENT_SECRET,
+        base_url=piggy.url,
+        cache=TokenCache(),
+        timeout=(5, 0.2),
+        retry=RetryPolicy(total=0),
     )
 
     for _ in range(2):
@@ -455,7 +461,9 @@ def test_a_token_endpoint_fault_for_one_client(piggy: FakePiggy) -> None:
     piggy.fault_token_endpoint(Status(503), client_id="client-b")
     cache = TokenCache()
     auth_a = ClientCredentialsAuth(CLIENT_ID, CLIENT_SECRET, base_url=piggy.url, cache=cache)
-    auth_b = ClientCredentialsAuth("client-b", "secret-b", base_url=piggy.url, cache=cache)
+    auth_b = ClientCredentialsAuth(
+        "client-b", "secret-b", base_url=piggy.url, cache=cache, retry=RetryPolicy(total=0)
+    )
 
     assert auth_a.token() == piggy.tokens(CLIENT_ID)[0]
     with pytest.raises(TokenRequestError, match="HTTP 503"):

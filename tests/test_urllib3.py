@@ -25,8 +25,9 @@ from requests_piggy_auth import (
     TokenRequestError,
     TokenResponseError,
 )
+from requests_piggy_auth.auth import DEFAULT_TIMEOUT
 from requests_piggy_auth.oauth import MAX_BODY
-from requests_piggy_auth.testing import FakePiggy, UnauthorizedStyle, json_response
+from requests_piggy_auth.testing import FakeClock, FakePiggy, UnauthorizedStyle, json_response
 from requests_piggy_auth.urllib3 import AuthorizedHttp
 
 from .conftest import (
@@ -160,8 +161,8 @@ def test_token_requests_go_through_the_wrapped_pool(
     ]
     token_call = pool.calls[0][2]
     assert token_call["redirect"] is False
-    assert token_call["timeout"].connect_timeout == 5.0
-    assert token_call["timeout"].read_timeout == 10.0
+    timeout = token_call["timeout"]
+    assert (timeout.connect_timeout, timeout.read_timeout) == DEFAULT_TIMEOUT
 
 
 @pytest.mark.parametrize("timeout", [2.5, None])
@@ -590,13 +591,14 @@ def test_a_redirecting_token_endpoint_is_not_followed(
 
 
 def test_an_oversized_token_answer_is_cut_short_and_the_pool_carries_on(
-    piggy: FakePiggy, http: AuthorizedHttp
+    piggy: FakePiggy, http: AuthorizedHttp, clock: FakeClock
 ) -> None:
     piggy.fault_token_endpoint(lambda request: Response(b"{" * (3 * MAX_BODY), 200), times=1)
 
     with pytest.raises(TokenResponseError, match="over"):
         http.request("GET", piggy.url + API)
 
+    clock.advance(1)  # past the cool-down
     assert http.request("GET", piggy.url + API).status == 200
 
 

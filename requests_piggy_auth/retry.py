@@ -1,0 +1,131 @@
+"""Retrying token requests: which failures, how long to wait, and for how long in all.
+
+A :class:`RetryPolicy` wraps any :data:`~requests_piggy_auth.oauth.TokenSender`,
+so every transport (requests, urllib3) retries the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from urllib3.exceptions import InvalidHeader
+from urllib3.util.retry import Retry
+
+from .errors import TokenRequestError
+from .oauth import TokenRequest, TokenResponse, TokenSender
+
+#: The token endpoint statuses that say "try again later".
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+log = logging.getLogger("requests_piggy_auth")
+
+_RETRY_AFTER = Retry(0)  # only for its Retry-After parser (seconds or an HTTP date)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a token request is retried; immutable, in the manner of urllib3's ``Retry``.
+
+    Retried: no answer at all (a connection error or timeout) and the
+    ``statuses``. Never retried: any other answer, such as a 400 or 401
+    ``invalid_client``, or a 200 with a body that is not a token.
+
+    Before retry *n* (0 for the first) it waits what ``Retry-After`` asks, or
+    else a backoff of up to ``min(backoff_max, backoff_factor * 2**n)``
+    seconds. The attempts and waits of one fetch fit in ``budget`` seconds: a
+    retry that would start after it is not made, and the last answer or
+    error stands. So ``Retry-After`` is honoured up to what is left of the budget.
+    Each retry is logged at INFO level.
+
+    :param total: how many retries at most; 0 turns retrying off.
+    :param budget: seconds one fetch may spend on attempts and waits. Callers
+        waiting for another thread's fetch give up after this long too.
+    :param backoff_factor: the longest wait before the first retry; it doubles
+        for each further retry.
+    :param backoff_max: the longest backoff wait.
+    :param jitter: the random part of each backoff wait: 1.0 (full jitter)
+        waits anywhere up to the ceiling, 0.0 waits the ceiling exactly.
+    :param statuses: the HTTP statuses worth retrying.
+    :param sleep: how to wait; tests inject their own.
+    :param clock: a monotonic clock in seconds; tests inject their own.
+    """
+
+    total: int = 3
+    budget: float = 10.0
+    backoff_factor: float = 0.5
+    backoff_max: float = 4.0
+    jitter: float = 1.0
+    statuses: frozenset[int] = RETRY_STATUSES
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False, compare=False)
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.total < 0 or self.budget <= 0 or self.backoff_factor < 0 or self.backoff_max < 0:
+            raise ValueError("total, backoff_factor and backoff_max must be >= 0 and budget > 0")
+        if not 0 <= self.jitter <= 1:
+            raise ValueError(f"jitter must be between 0 and 1, got {self.jitter!r}")
+
+    def backoff(self, retry: int) -> float:
+        """The backoff wait before retry number ``retry`` (0 for the first), jittered."""
+        ceiling = min(self.backoff_max, self.backoff_factor * 2.0 ** min(retry, 64))
+        return ceiling * (1 - self.jitter * random.random())  # noqa: S311 - not cryptography
+
+    def send(self, send: TokenSender, request: TokenRequest) -> TokenResponse:
+        """Send ``request`` with ``send``, retrying as this policy says.
+
+        :returns: the first answer not worth retrying, or the last one.
+        :raises TokenRequestError: when the last attempt got no answer.
+        """
+        deadline = self.clock() + self.budget
+        retry = 0
+        while True:
+            try:
+                response = send(request)
+            except TokenRequestError as exc:
+                wait = self._wait(retry, None, deadline) if exc.status is None else None
+                if wait is None:
+                    raise
+                failure = str(exc)
+            else:
+                wait = (
+                    self._wait(retry, response, deadline)
+                    if response.status in self.statuses
+                    else None
+                )
+                if wait is None:
+                    return response
+                failure = f"HTTP {response.status}"
+            retry += 1
+            log.info(  # the caller sees the outcome: a token, or the last failure raised
+                "token request to %s failed (%s); retry %d of %d in %.2f s",
+                request.url,
+                failure,
+                retry,
+                self.total,
+                wait,
+            )
+            self.sleep(wait)
+
+    def _wait(self, retry: int, response: TokenResponse | None, deadline: float) -> float | None:
+        """How long to wait before retry number ``retry``; ``None``: do not retry."""
+        if retry >= self.total:
+            return None
+        wait = _retry_after(response)
+        if wait is None:
+            wait = self.backoff(retry)
+        return wait if self.clock() + wait <= deadline else None
+
+
+def _retry_after(response: TokenResponse | None) -> float | None:
+    """The seconds a ``Retry-After`` header asks for, or ``None`` if absent or invalid."""
+    value = None if response is None else response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return _RETRY_AFTER.parse_retry_after(value)
+    except (InvalidHeader, ValueError, OverflowError):
+        return None
