@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import multiprocessing
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -13,7 +15,7 @@ import requests
 from werkzeug import Request, Response
 
 from requests_piggy_auth import ClientCredentialsAuth, TokenCache
-from requests_piggy_auth.testing import FakePiggy
+from requests_piggy_auth.testing import FakePiggy, Status
 
 from .conftest import API, CLIENT_ID, CLIENT_SECRET, invalid_token
 
@@ -120,7 +122,9 @@ def test_a_slow_token_request_does_not_block_another_client(
 
 
 def _child_get(auth: ClientCredentialsAuth, url: str, results: multiprocessing.SimpleQueue) -> None:  # type: ignore[type-arg]
-    results.put(requests.get(url, auth=auth, timeout=30).status_code)
+    for _ in range(2):  # the second call is a hit in the child's own cache
+        response = requests.get(url, auth=auth, timeout=30)
+        results.put((response.status_code, response.request.headers["Authorization"]))
 
 
 @pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
@@ -136,9 +140,63 @@ def test_a_child_forked_during_a_fetch_gets_its_own_token(
         child = fork.Process(target=_child_get, args=(auth, piggy.url + API, results))
         child.start()
         child.join(30)
-        hold.released.set()
-        assert pending.result().status_code == 200
+        hold.release()
+        parents = pending.result()
 
     assert child.exitcode == 0
-    assert results.get() == 200
+    assert parents.status_code == 200
+    (status, token), again = results.get(), results.get()
+    assert status == 200
+    assert again == (status, token)
+    assert token != parents.request.headers["Authorization"]
     assert piggy.stats().token_requests == 2
+
+
+# Uses the library against a real server (a retried outage, a refused client,
+# requests and urllib3), then exits with the token session and pools still open.
+CLEAN_EXIT = """
+import sys
+import requests
+from requests_piggy_auth import ClientCredentialsAuth, RetryPolicy, TokenRequestError
+from requests_piggy_auth.urllib3 import AuthorizedHttp
+
+url, api, secret = sys.argv[1:]
+quick = RetryPolicy(backoff_factor=0.01)
+auth = ClientCredentialsAuth("client-1", secret, base_url=url, retry=quick)
+session = requests.Session()
+session.auth = auth
+assert session.get(url + api).status_code == 200
+assert AuthorizedHttp(auth).request("GET", url + api).status == 200
+refused = ClientCredentialsAuth("unknown-client", "wrong", base_url=url)
+for _ in range(3):
+    try:
+        requests.get(url + api, auth=refused)
+    except TokenRequestError:
+        pass
+print("done")
+"""
+
+
+def test_the_interpreter_exits_cleanly(piggy: FakePiggy) -> None:
+    piggy.fault_token_endpoint(Status(503), times=1)
+    finished = subprocess.run(
+        [
+            sys.executable,
+            "-X",
+            "dev",
+            "-W",
+            "error",
+            "-c",
+            CLEAN_EXIT,
+            piggy.url,
+            API,
+            CLIENT_SECRET,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert (finished.returncode, finished.stdout, finished.stderr) == (0, "done\n", "")
+    assert piggy.stats().token_requests == 3  # 503, retried to a token; the refusal cools down
