@@ -10,6 +10,10 @@ callers fail fast instead of each calling the token endpoint again.
 A :class:`TokenStore` (such as :class:`requests_piggy_auth.stores.RedisTokenStore`)
 adds a second tier shared by processes: a local miss asks the store, and the
 store makes one fetch for the whole fleet.
+
+Refresh-ahead: a token's first hit in the last part of its lifetime starts one
+background refresh for its key while every caller keeps the current token, so
+no caller waits for a token request as long as tokens are renewed in time.
 """
 
 from __future__ import annotations
@@ -37,6 +41,9 @@ Clock = Callable[[], float]
 
 log = logging.getLogger("requests_piggy_auth")
 
+#: The name of the threads that refresh tokens ahead of time.
+REFRESH_THREAD = "piggy-auth-refresh"
+
 
 @dataclass(frozen=True)
 class CachedToken:
@@ -54,14 +61,32 @@ class CachedToken:
     expires_at: float
 
 
+@dataclass(frozen=True)
+class _Entry(CachedToken):
+    """A token in this process's tier, with when its hits start a refresh-ahead."""
+
+    refresh_at: float
+
+
 class TokenStore(Protocol):
     """A tier behind :class:`TokenCache` that processes share, consulted on a local miss."""
 
-    def get(self, key: CacheKey, fetch: Callable[[], CachedToken], clock: Clock) -> CachedToken:
+    def get(
+        self,
+        key: CacheKey,
+        fetch: Callable[[], CachedToken],
+        clock: Clock,
+        *,
+        replacing: str | None = None,
+    ) -> CachedToken:
         """``key``'s shared token while it is fresh; else ``fetch()``, once for all, stored.
 
         Times are on ``clock``, the cache's clock. A store that cannot be
         reached calls ``fetch`` itself: its own errors never reach the caller.
+
+        :param replacing: a token being refreshed ahead of time: while the
+            shared token is still this one it counts as a miss, so the store
+            replaces it (or returns the one another process replaced it with).
         """
 
     def discard(self, key: CacheKey, access_token: str) -> None:
@@ -120,7 +145,17 @@ class TokenCache:
         process only). The local entry stays in front, so a hit never
         touches the store.
     :param cooldown: how long a key's callers fail fast after a failed fetch.
+    :param refresh_ahead: renew a token in the background before it goes
+        stale, while callers keep using it (``False``: only when it is stale).
+    :param refresh_window: the refresh window, as the last fraction of a
+        token's usable lifetime (from its request to ``leeway`` before expiry),
+        above 0 and at most 1. A token's first hit at its refresh point, drawn
+        in the window's first half, starts one background refresh.
+    :param jitter: where in the window's first half each refresh point lies,
+        from 0.0 to 1.0, drawn per token and process so a fleet spreads out.
     :param clock: a monotonic clock in seconds; tests inject their own.
+    :raises ValueError: for a negative ``leeway`` or ``min_evict_interval``,
+        ``default_lifetime`` not above 0, or ``refresh_window`` outside (0, 1].
     """
 
     def __init__(
@@ -132,18 +167,26 @@ class TokenCache:
         min_evict_interval: float = 5.0,
         store: TokenStore | None = None,
         cooldown: CoolDown = CoolDown(),
+        refresh_ahead: bool = True,
+        refresh_window: float = 0.5,
+        jitter: Callable[[], float] = random.random,
         clock: Clock = time.monotonic,
     ) -> None:
         if leeway < 0 or default_lifetime <= 0 or min_evict_interval < 0:
             raise ValueError("leeway and min_evict_interval must be >= 0 and default_lifetime > 0")
+        if not 0 < refresh_window <= 1:
+            raise ValueError("refresh_window must be above 0 and at most 1")
         self.leeway = leeway
         self.default_lifetime = default_lifetime
         self.min_evict_interval = min_evict_interval
         self.store = store
         self.cooldown = cooldown
+        self.refresh_ahead = refresh_ahead
+        self.refresh_window = refresh_window
+        self.jitter = jitter
         self.clock = clock
         self._lock = threading.Lock()
-        self._tokens: LRUCache[CacheKey, CachedToken] = LRUCache(maxsize)
+        self._tokens: LRUCache[CacheKey, _Entry] = LRUCache(maxsize)
         self._evicted_at: LRUCache[CacheKey, float] = LRUCache(maxsize)
         self._failures: LRUCache[CacheKey, _Failures] = LRUCache(maxsize)
         self._flights: dict[CacheKey, Future[str]] = {}
@@ -166,7 +209,9 @@ class TokenCache:
         Concurrent misses for one key call ``fetch`` once; every caller gets
         its token or its exception. A failure is never cached, but it starts
         a cool-down (see :class:`CoolDown`) during which callers get a token
-        that has not yet expired, if one is cached, or else fail fast.
+        that has not yet expired, if one is cached, or else fail fast. A hit
+        in the refresh window starts ``fetch`` in a background thread, once
+        (see ``refresh_ahead``), and returns the current token.
 
         :param timeout: how many seconds to wait for another caller's fetch
             (``None``: as long as it takes).
@@ -175,7 +220,10 @@ class TokenCache:
         """
         with self._lock:
             cached = self._tokens.get(key)
+            if cached is not None and self.clock() < cached.refresh_at:
+                return cached.access_token
             if cached is not None and self.clock() < cached.stale_at:
+                self._refresh_ahead(key, cached.access_token, fetch)
                 return cached.access_token
             failures = self._failures.get(key)
             if failures is not None and self.clock() < failures.until:
@@ -237,10 +285,40 @@ class TokenCache:
         last = self._evicted_at.get(key)
         return last is not None and self.clock() - last < self.min_evict_interval
 
-    def _fetch(self, key: CacheKey, flight: Future[str], fetch: Callable[[], Token]) -> None:
+    def _refresh_ahead(self, key: CacheKey, access_token: str, fetch: Callable[[], Token]) -> None:
+        """Start ``key``'s background refresh, under the lock, unless one may not start now.
+
+        Not while a fetch for the key is in flight or it cools down, and not
+        once the interpreter exits: refresh threads are not daemons, so exit
+        waits for one in flight (its token request is bounded by its retries).
+        """
+        failures = self._failures.get(key)
+        if (
+            key in self._flights
+            or (failures is not None and self.clock() < failures.until)
+            or not threading.main_thread().is_alive()
+        ):
+            return
+        flight: Future[str] = Future()
+        threading.Thread(
+            target=self._fetch, args=(key, flight, fetch, access_token), name=REFRESH_THREAD
+        ).start()
+        self._flights[key] = flight  # before the thread can end it: that needs the lock
+
+    def _fetch(
+        self,
+        key: CacheKey,
+        flight: Future[str],
+        fetch: Callable[[], Token],
+        replacing: str | None = None,
+    ) -> None:
         try:
             fetched = partial(self._fetched, fetch)
-            cached = fetched() if self.store is None else self.store.get(key, fetched, self.clock)
+            cached = self._local(
+                fetched()
+                if self.store is None
+                else self.store.get(key, fetched, self.clock, replacing=replacing)
+            )
         except Exception as exc:
             with self._lock:
                 current = self._failed(key, exc)
@@ -280,6 +358,16 @@ class TokenCache:
             cached.expires_at - self.clock(),
         )
         return cached.access_token
+
+    def _local(self, cached: CachedToken) -> _Entry:
+        """``cached`` with its refresh point in this process, drawn in the window's first half."""
+        refresh_at = cached.stale_at
+        if self.refresh_ahead:
+            window = (cached.stale_at - cached.fetched_at) * self.refresh_window
+            refresh_at -= window - self.jitter() * window / 2
+        return _Entry(
+            cached.access_token, cached.fetched_at, cached.stale_at, cached.expires_at, refresh_at
+        )
 
     def _timed(self, token: Token, sent_at: float) -> CachedToken:
         lifetime = token.expires_in or self.default_lifetime

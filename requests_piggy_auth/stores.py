@@ -129,20 +129,31 @@ class RedisTokenStore:
     def __repr__(self) -> str:
         return f"RedisTokenStore(namespace={self.namespace!r})"
 
-    def get(self, key: CacheKey, fetch: Callable[[], CachedToken], clock: Clock) -> CachedToken:
+    def get(
+        self,
+        key: CacheKey,
+        fetch: Callable[[], CachedToken],
+        clock: Clock,
+        *,
+        replacing: str | None = None,
+    ) -> CachedToken:
         """``key``'s token from Redis while it is fresh; else ``fetch()`` once for the fleet.
 
         The process that gets the key's lock looks in Redis once more, then
         fetches, stores the token with its expiry and releases the lock;
         the others wait for the token. Errors from ``fetch`` go to the caller
         (and free the lock at once); Redis errors never do.
+
+        :param replacing: a token refreshed ahead of time: a stored token
+            that is still this one counts as missing, so a whole fleet
+            refreshing at once makes one token request.
         """
         if not self._available():
             return fetch()
         token_key, lock_key = self._keys(key)
         owner = secrets.token_hex(16)
         try:
-            shared = self._token_or_lock(key, owner, clock)
+            shared = self._token_or_lock(key, owner, clock, replacing)
         except redis.RedisError as exc:
             self._unavailable(exc)
             return fetch()
@@ -164,17 +175,20 @@ class RedisTokenStore:
         name = json.dumps(key, separators=(",", ":"))
         return f"{self.namespace}:token:{name}", f"{self.namespace}:lock:{name}"
 
-    def _token_or_lock(self, key: CacheKey, owner: str, clock: Clock) -> CachedToken | None:
-        """A fresh stored token, or ``None`` once ``owner`` holds the lock or the wait is over."""
+    def _token_or_lock(
+        self, key: CacheKey, owner: str, clock: Clock, replacing: str | None
+    ) -> CachedToken | None:
+        """A fresh stored token other than ``replacing``, or ``None`` once ``owner``
+        holds the lock or the wait is over."""
         token_key, lock_key = self._keys(key)
         deadline = self.timer() + self.wait_timeout
         lock_ms = round(self.lock_timeout * 1000)
         while True:
-            shared = self._load(token_key, clock)
+            shared = self._load(token_key, clock, replacing)
             if shared is not None:
                 return shared
             if self.redis.set(lock_key, owner, nx=True, px=lock_ms):
-                shared = self._load(token_key, clock)  # stored just before we got the lock
+                shared = self._load(token_key, clock, replacing)  # stored just before the lock
                 if shared is not None:
                     self._release_lock([lock_key], [owner])
                 return shared
@@ -189,8 +203,8 @@ class RedisTokenStore:
                 return None
             time.sleep(min(self.poll_interval, remaining))
 
-    def _load(self, token_key: str, clock: Clock) -> CachedToken | None:
-        """The stored token if it is fresh, on ``clock``; ``None`` for none or a bad entry."""
+    def _load(self, token_key: str, clock: Clock, replacing: str | None) -> CachedToken | None:
+        """The stored token if it is fresh and not ``replacing``, on ``clock``; else ``None``."""
         raw = self.redis.get(token_key)
         self._recovered()
         if raw is None:
@@ -202,7 +216,7 @@ class RedisTokenStore:
         except (ValueError, TypeError, KeyError):
             return None  # not ours, or from another version: the next fetch overwrites it
         now = self.wall_clock()
-        if not is_valid_token(access_token) or not now < stale_at:
+        if not is_valid_token(access_token) or access_token == replacing or not now < stale_at:
             return None
         offset = clock() - now
         return CachedToken(

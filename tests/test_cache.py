@@ -14,9 +14,8 @@ from requests_piggy_auth.testing import FakeClock
 KEY = ("https://api.piggy.eu/oauth/token", "client")
 
 
-def test_a_token_without_expires_in_gets_the_default_lifetime(
-    cache: TokenCache, clock: FakeClock
-) -> None:
+def test_a_token_without_expires_in_gets_the_default_lifetime(clock: FakeClock) -> None:
+    cache = TokenCache(clock=clock, refresh_ahead=False)
     assert cache.get(KEY, lambda: Token("one")) == "one"
     clock.advance(300 - 30 - 0.001)
     assert cache.get(KEY, lambda: Token("two")) == "one"
@@ -24,9 +23,9 @@ def test_a_token_without_expires_in_gets_the_default_lifetime(
     assert cache.get(KEY, lambda: Token("two")) == "two"
 
 
-def test_lifetime_counts_from_when_the_request_was_sent(
-    cache: TokenCache, clock: FakeClock
-) -> None:
+def test_lifetime_counts_from_when_the_request_was_sent(clock: FakeClock) -> None:
+    cache = TokenCache(clock=clock, refresh_ahead=False)
+
     def slow_fetch() -> Token:
         clock.advance(50)  # the token endpoint took 50 s to answer
         return Token("one", expires_in=100)

@@ -326,8 +326,9 @@ def assert_no_secrets(error: BaseException, auth: ClientCredentialsAuth, logs: s
 
 @pytest.mark.parametrize("expires_in", ["9" * 400, "1e999", "Infinity", '"1e400"', "31536000000"])
 def test_an_absurd_lifetime_is_capped_at_a_day(
-    piggy: FakePiggy, auth: ClientCredentialsAuth, clock: FakeClock, expires_in: str
+    piggy: FakePiggy, make_auth: MakeAuth, clock: FakeClock, expires_in: str
 ) -> None:
+    auth = make_auth(cache=TokenCache(clock=clock, refresh_ahead=False))
     body = f'{{"access_token": "{CANARY_TOKEN}", "expires_in": {expires_in}}}'
     piggy.fault_token_endpoint(answer(Response(body, 200)), times=1)
     assert auth.token() == CANARY_TOKEN

@@ -20,6 +20,7 @@ from .conftest import (
     CLIENT_ID,
     CLIENT_SECRET,
     STALE_TOKEN_401S,
+    MakeAuth,
     authorizations,
     invalid_token,
 )
@@ -60,8 +61,9 @@ def test_token_request_headers(piggy: FakePiggy, auth: ClientCredentialsAuth) ->
 
 
 def test_a_token_is_renewed_at_the_leeway_point_and_not_before(
-    piggy: FakePiggy, auth: ClientCredentialsAuth, clock: FakeClock
+    piggy: FakePiggy, make_auth: MakeAuth, clock: FakeClock
 ) -> None:
+    auth = make_auth(cache=TokenCache(clock=clock, refresh_ahead=False))
     piggy.token_lifetime = 3600
     get(auth, piggy.url + API)
     clock.advance(3600 - 30 - 0.001)
@@ -74,8 +76,9 @@ def test_a_token_is_renewed_at_the_leeway_point_and_not_before(
 
 
 def test_the_leeway_is_clamped_for_short_lived_tokens(
-    piggy: FakePiggy, auth: ClientCredentialsAuth, clock: FakeClock
+    piggy: FakePiggy, make_auth: MakeAuth, clock: FakeClock
 ) -> None:
+    auth = make_auth(cache=TokenCache(clock=clock, refresh_ahead=False))
     piggy.token_lifetime = 3
     get(auth, piggy.url + API)
     clock.advance(1.49)

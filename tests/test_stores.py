@@ -11,6 +11,7 @@ import json
 import logging
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +19,7 @@ import pytest
 import redis
 
 from requests_piggy_auth import TokenCache
+from requests_piggy_auth.cache import REFRESH_THREAD
 from requests_piggy_auth.oauth import Token
 from requests_piggy_auth.stores import RedisTokenStore
 from requests_piggy_auth.testing import FakeClock
@@ -75,9 +77,9 @@ def logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]
     assert "CANARY" not in caplog.text
 
 
-def process(store: RedisTokenStore, clock: FakeClock | None = None) -> TokenCache:
+def process(store: RedisTokenStore, clock: FakeClock | None = None, **options: Any) -> TokenCache:
     """A process's cache: its own local tier and clock, ``store`` behind it."""
-    return TokenCache(store=store, clock=clock or FakeClock())
+    return TokenCache(store=store, clock=clock or FakeClock(), **options)
 
 
 def test_a_second_process_uses_the_token_the_first_stored(
@@ -117,7 +119,7 @@ def test_stored_times_carry_over_to_each_process_clock(
     first = process(store, FakeClock())
     first.get(KEY, endpoint)
     later_clock = FakeClock(123_456.0)  # monotonic clocks start anywhere
-    later = process(store, later_clock)
+    later = process(store, later_clock, refresh_ahead=False)
 
     def advance(seconds: float) -> None:
         wall.advance(seconds)
@@ -362,3 +364,74 @@ def test_the_package_imports_without_redis_and_the_store_says_what_to_install(
     monkeypatch.delitem(sys.modules, "requests_piggy_auth.stores")
     with pytest.raises(ImportError, match=r"pip install 'requests-piggy-auth\[redis\]'"):
         importlib.import_module("requests_piggy_auth.stores")
+
+
+def refreshed() -> None:
+    """Wait for the background refreshes in flight to end."""
+    for thread in threading.enumerate():
+        if thread.name == REFRESH_THREAD:
+            thread.join(30)
+
+
+#: With no jitter, where a 3600 s token's refresh window starts.
+WINDOW_START = (3600 - 30) / 2
+
+
+def test_a_refresh_ahead_replaces_the_stored_token_rather_than_reading_it_back(
+    store: RedisTokenStore, client: redis.Redis, endpoint: Endpoint
+) -> None:
+    clock = FakeClock()
+    cache = process(store, clock, jitter=lambda: 0.0)
+    cache.get(KEY, endpoint)
+    clock.advance(WINDOW_START)
+
+    assert cache.get(KEY, endpoint) == "token-CANARY-0000"
+    refreshed()
+    assert cache.get(KEY, endpoint) == "token-CANARY-0001"
+    assert json.loads(client.get(TOKEN_KEY))["access_token"] == "token-CANARY-0001"  # type: ignore[arg-type]
+    assert not client.exists(LOCK_KEY)
+
+
+def test_two_processes_refreshing_ahead_at_once_make_one_token_request(
+    redis_server: RedisServer, store: RedisTokenStore, wall: FakeClock, endpoint: Endpoint
+) -> None:
+    waiting = threading.Event()
+
+    class Watched(redis.Redis):
+        """Tells when its process found the key locked by the other one."""
+
+        def set(self, name: Any, *args: Any, **kwargs: Any) -> Any:
+            locked = super().set(name, *args, **kwargs)
+            if name == LOCK_KEY and not locked:
+                waiting.set()
+            return locked
+
+    gate = threading.Event()
+    arrived = threading.Event()
+
+    def held() -> Token:
+        arrived.set()
+        assert gate.wait(30)
+        return endpoint()
+
+    watched = RedisTokenStore(
+        Watched.from_url(redis_server.url), poll_interval=0.001, wall_clock=wall
+    )
+    a_clock, b_clock = FakeClock(), FakeClock()
+    a = process(store, a_clock, jitter=lambda: 0.0)
+    b = process(watched, b_clock, jitter=lambda: 0.0)
+    assert a.get(KEY, endpoint) == b.get(KEY, endpoint) == "token-CANARY-0000"
+    a_clock.advance(WINDOW_START)
+    b_clock.advance(WINDOW_START)
+
+    try:
+        assert a.get(KEY, held) == "token-CANARY-0000"
+        assert arrived.wait(30)  # a holds the lock and its token request is under way
+        assert b.get(KEY, held) == "token-CANARY-0000"
+        assert waiting.wait(30)  # b saw the old token, then the lock: it waits for a's token
+    finally:
+        gate.set()
+    refreshed()
+
+    assert a.get(KEY, endpoint) == b.get(KEY, endpoint) == "token-CANARY-0001"
+    assert endpoint.issued == ["token-CANARY-0000", "token-CANARY-0001"]
