@@ -19,12 +19,12 @@ import pytest
 import redis
 
 from requests_piggy_auth import TokenCache
-from requests_piggy_auth.cache import REFRESH_THREAD
 from requests_piggy_auth.oauth import Token
 from requests_piggy_auth.stores import RedisTokenStore
 from requests_piggy_auth.testing import FakeClock
 
 from .redis_server import RedisServer
+from .test_refresh_ahead import refreshed
 
 KEY = ("https://api.piggy.eu/oauth/token", "client-1")
 TOKEN_KEY = 'piggy-auth:token:["https://api.piggy.eu/oauth/token","client-1"]'
@@ -364,13 +364,6 @@ def test_the_package_imports_without_redis_and_the_store_says_what_to_install(
     monkeypatch.delitem(sys.modules, "requests_piggy_auth.stores")
     with pytest.raises(ImportError, match=r"pip install 'requests-piggy-auth\[redis\]'"):
         importlib.import_module("requests_piggy_auth.stores")
-
-
-def refreshed() -> None:
-    """Wait for the background refreshes in flight to end."""
-    for thread in threading.enumerate():
-        if thread.name == REFRESH_THREAD:
-            thread.join(30)
 
 
 #: With no jitter, where a 3600 s token's refresh window starts.
