@@ -301,7 +301,10 @@ class TokenCache:
             return
         flight: Future[str] = Future()
         threading.Thread(
-            target=self._fetch, args=(key, flight, fetch, access_token), name=REFRESH_THREAD
+            target=self._fetch,
+            args=(key, flight, fetch, access_token),
+            name=REFRESH_THREAD,
+            daemon=False,  # even when started by a daemon thread: exit waits for it
         ).start()
         self._flights[key] = flight  # before the thread can end it: that needs the lock
 

@@ -151,6 +151,24 @@ def test_keys_refresh_each_on_their_own(
     }
 
 
+def test_a_refresh_started_by_a_daemon_thread_is_no_daemon(
+    cache: TokenCache, clock: FakeClock, endpoint: Endpoint
+) -> None:
+    cache.get(KEY, endpoint)
+    clock.advance(WINDOW_START)
+    daemons = []
+
+    def fetch() -> Token:
+        daemons.append(threading.current_thread().daemon)
+        return endpoint()
+
+    caller = threading.Thread(target=cache.get, args=(KEY, fetch), daemon=True)
+    caller.start()
+    caller.join(30)
+    refreshed()
+    assert daemons == [False]
+
+
 def test_a_token_past_its_expiry_is_fetched_by_the_caller(
     cache: TokenCache, clock: FakeClock, endpoint: Endpoint
 ) -> None:
