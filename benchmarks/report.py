@@ -31,8 +31,10 @@ class Row:
     overhead: Overhead
 
 
-def table(rows: Sequence[Row], overheads: dict[str, Overhead], settings: Settings) -> str:
-    """The library × scenario table, then the overhead table, as Markdown."""
+def table(
+    rows: Sequence[Row], overheads: dict[str, Overhead], settings: Settings, machine: str
+) -> str:
+    """The library × scenario table, then the overhead table, as Markdown, and how it ran."""
     basic = overheads[BASIC].best
     lines = [
         _row(["library", *SCENARIOS]),
@@ -47,6 +49,8 @@ def table(rows: Sequence[Row], overheads: dict[str, Overhead], settings: Setting
         ),
         "",
         f"Settings: {settings}",
+        "",
+        f"Machine: {machine}",
     ]
     return "\n".join(lines) + "\n"
 
@@ -98,4 +102,3 @@ def _ms(seconds: float) -> str:
 
 def _row(cells: Sequence[str]) -> str:
     return "| " + " | ".join(cells) + " |"
-

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import platform
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
 
 from .clients import LIBRARIES
@@ -23,6 +26,7 @@ from .scenarios import (
 )
 
 RESULTS = Path(__file__).with_name("results.md")
+PACKAGES = ["requests-piggy-auth", "authlib", "requests-oauthlib", "requests-auth", "requests"]
 
 
 def run(settings: Settings) -> tuple[list[Row], str]:
@@ -42,7 +46,16 @@ def run(settings: Settings) -> tuple[list[Row], str]:
                 overhead=timings[library.name],
             )
         )
-    return rows, table(rows, timings, settings)
+    return rows, table(rows, timings, settings, machine())
+
+
+def machine() -> str:
+    """Python, the platform, the CPU count and the measured libraries' versions."""
+    versions = ", ".join(f"{name} {metadata.version(name)}" for name in PACKAGES)
+    return (
+        f"Python {platform.python_version()} on {platform.system()} {platform.machine()}, "
+        f"{os.cpu_count()} CPUs; {versions}"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
