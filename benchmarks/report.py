@@ -61,14 +61,15 @@ def _cells(row: Row, basic: float) -> list[str]:
     return [
         _storm(row.cold_start),
         _storm(row.shared_session),
-        f"{_n(expiry.token_requests, 'token request')}, "
+        f"{_n(len(expiry.calls.latencies), 'call')}, {_n(expiry.token_requests, 'token request')}, "
         f"{expiry.calls.outcomes['401']} × 401, {_exceptions(expiry.calls.outcomes)} exceptions; "
         f"p50 {_ms(expiry.percentile(50))}, p99 {_ms(expiry.percentile(99))}, "
         f"max {_ms(max(expiry.calls.latencies))}, max after first {_ms(expiry.first_max)}",
         f"{_n(row.revocation.token_requests, 'token request')}; "
         f"seen: {_outcomes(row.revocation.calls.outcomes)}",
-        f"{_n(outage.hits, 'endpoint hit')}; errors: {_outcomes(_errors(outage.calls.outcomes))}; "
-        f"recovery {recovery}",
+        f"{_n(outage.hits, 'endpoint hit')}; {outage.calls.failures} of "
+        f"{_n(len(outage.calls.latencies), 'call')} failed: "
+        f"{_outcomes(_errors(outage.calls.outcomes))}; recovery {recovery}",
         f"{row.overhead.best:.0f} ns ({row.overhead.best / basic:.2f}× HTTPBasicAuth)",
     ]
 
