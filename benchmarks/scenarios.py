@@ -270,9 +270,8 @@ def outage(library: Library, settings: Settings) -> Outage:
         url = piggy.api_url + "/contacts"
         stop = threading.Event()
         outage_over = threading.Event()
-        recovered_at: dict[
-            int, float
-        ] = {}  # thread: when its first call after the outage succeeded
+        # Thread number: when its first call started after the outage succeeded.
+        recovered_at: dict[int, float] = {}
         everyone_back = threading.Event()
 
         def work(i: int) -> None:
