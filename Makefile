@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: test lint type pytest demo clean
+.PHONY: test lint type pytest demo bench clean
 
 test: lint type pytest
 
@@ -18,6 +18,14 @@ $(VENV)/.test-installed: setup.py pyproject.toml | $(BIN)/python
 $(VENV)/.demo-installed: setup.py pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e ".[demo]"
 	touch $@
+
+$(VENV)/.bench-installed: setup.py pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ".[bench]"
+	touch $@
+
+# make bench ARGS="--smoke": options for `python -m benchmarks`; writes benchmarks/results.md.
+bench: $(VENV)/.bench-installed
+	$(BIN)/python -m benchmarks $(ARGS)
 
 # make demo ARGS="--workers 32": options for `piggy-auth demo`.
 demo: $(VENV)/.demo-installed

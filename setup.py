@@ -14,9 +14,12 @@ TESTING = ["pytest-httpserver>=1.0.8", "werkzeug>=2.3"]
 DEMO = [*TESTING, "rich>=13"]
 # RedisTokenStore: one token per client for a fleet of processes.
 REDIS = ["redis>=4.5"]
+# `python -m benchmarks`: the libraries we measure ourselves against.
+BENCH = [*TESTING, "authlib>=1.3", "requests-oauthlib>=1.3", "requests-auth>=7"]
 TEST = [
     *DEMO,
     *REDIS,
+    *BENCH,
     "pytest>=7.4",
     "pytest-cov>=4.1",
     "pytest-timeout>=2.2",
@@ -47,6 +50,7 @@ setup(
         "testing": TESTING,
         "demo": DEMO,
         "redis": REDIS,
+        "bench": BENCH,
         "test": TEST,
     },
     entry_points={

@@ -73,10 +73,13 @@ class PiggyAuth(requests.auth.AuthBase):
         self.allowed_origins = frozenset(
             {origin, *(secure_origin(url, what="allowed_origins") for url in allowed_origins)}
         )
+        self._prefixes = tuple(allowed.prefix for allowed in self.allowed_origins)
+        self._bodiless_hook = partial(self._handle_401, "", _stay)
 
     def sends_token_to(self, url: str) -> bool:
         """Whether a request to ``url`` gets the token: its origin is allowed."""
-        return Origin.of(url) in self.allowed_origins
+        # The prefix test answers the usual URL without parsing it (and __call__ inlines it).
+        return url.startswith(self._prefixes) or Origin.of(url) in self.allowed_origins
 
     def token(self, send: TokenSender | None = None) -> str:
         """The token to send now; ``send`` makes a token request if one is needed."""
@@ -90,22 +93,27 @@ class PiggyAuth(requests.auth.AuthBase):
         return False
 
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
-        if r.url is None or not self.sends_token_to(r.url):
+        url = r.url
+        if url is None or not (url.startswith(self._prefixes) or self.sends_token_to(url)):
             return r
         token = self.token()
         r.headers["Authorization"] = f"Bearer {token}"
         if self.renewable:
-            r.register_hook(
-                "response", partial(self._handle_401, token=token, rewind=rewinder(r.body))
-            )
+            # One hook per token serves every bodiless request; a body needs its own rewinder.
+            hook = self._bodiless_hook
+            if r.body is not None:
+                hook = partial(self._handle_401, token, rewinder(r.body))
+            elif hook.args[0] != token:
+                hook = self._bodiless_hook = partial(self._handle_401, token, _stay)
+            # What register_hook does, without its checks: "response" is always there.
+            r.hooks["response"].append(hook)
         return r
 
     def _handle_401(
         self,
-        r: requests.Response,
-        *,
         token: str,
         rewind: Callable[[], object] | None,
+        r: requests.Response,
         **kwargs: Any,
     ) -> requests.Response:
         """Resend once with a new token when a 401 says ``token`` is stale."""
@@ -327,12 +335,16 @@ def warn_not_resent(method: str | None, url: str) -> None:
 def rewinder(body: object) -> Callable[[], object] | None:
     """How to put ``body`` back where it starts, or ``None`` if it cannot be replayed."""
     if body is None or isinstance(body, (bytes, str)):
-        return lambda: None
+        return _stay
     try:
         start = body.tell()  # type: ignore[attr-defined]
         return partial(body.seek, start)  # type: ignore[attr-defined]
     except (AttributeError, OSError):
         return None
+
+
+def _stay() -> None:
+    """Rewind a body that needs none: nothing, bytes or str."""
 
 
 def _last4(token: str) -> str:

@@ -36,9 +36,23 @@ class Origin(NamedTuple):
         except ValueError:
             return False
 
+    @property
+    def prefix(self) -> str:
+        """How URLs of this origin begin as requests and urllib3 write them.
+
+        ``scheme://host/``, with ``:port`` only when it is not the default, so
+        every URL that starts with it has this origin (not every URL of this
+        origin starts with it).
+        """
+        port = "" if self.port == _DEFAULT_PORTS[self.scheme] else f":{self.port}"
+        return f"{self.scheme}://{self._host}{port}/"
+
+    @property
+    def _host(self) -> str:
+        return f"[{self.host}]" if ":" in self.host else self.host
+
     def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}"
+        return f"{self.scheme}://{self._host}:{self.port}"
 
 
 def secure_origin(url: str, *, what: str) -> Origin:

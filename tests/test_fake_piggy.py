@@ -81,6 +81,52 @@ def test_a_known_client_gets_a_bearer_token(piggy: FakePiggy, form: bool) -> Non
     assert piggy.log("token")[0].client_id == CLIENT_ID
 
 
+@pytest.mark.parametrize("body", [{}, {"client_id": CLIENT_ID}], ids=["header-only", "both"])
+def test_a_client_may_authenticate_with_http_basic(piggy: FakePiggy, body: dict[str, str]) -> None:
+    piggy.add_client("id:with space", "p@ss word")
+    fields = {"grant_type": "client_credentials", **body}
+    basic = (CLIENT_ID, CLIENT_SECRET) if body else ("id%3Awith+space", "p%40ss+word")
+
+    response = requests.post(piggy.token_url, data=fields, auth=basic, timeout=10)
+
+    assert response.status_code == 200
+    assert piggy.log("token")[0].client_id == (CLIENT_ID if body else "id:with space")
+    assert response.json()["access_token"] in piggy.tokens()
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ({"client_secret": CLIENT_SECRET}, "Use one client authentication method"),
+        ({"client_id": "other"}, "The client_id in the body is not the one"),
+    ],
+)
+def test_basic_credentials_must_agree_with_the_body(
+    piggy: FakePiggy, body: dict[str, str], problem: str
+) -> None:
+    fields = {"grant_type": "client_credentials", **body}
+
+    response = requests.post(
+        piggy.token_url, data=fields, auth=(CLIENT_ID, CLIENT_SECRET), timeout=10
+    )
+
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"
+    assert response.json()["error_description"].startswith(problem)
+    assert piggy.tokens() == []
+
+
+def test_a_wrong_basic_secret_is_invalid_client(piggy: FakePiggy) -> None:
+    response = requests.post(
+        piggy.token_url,
+        data={"grant_type": "client_credentials"},
+        auth=(CLIENT_ID, "wrong"),
+        timeout=10,
+    )
+
+    assert (response.status_code, response.json()["error"]) == (401, "invalid_client")
+
+
 def test_each_token_is_new_and_opaque(piggy: FakePiggy) -> None:
     fields = {"grant_type": "client_credentials", "client_id": CLIENT_ID}
     tokens = [token_request(piggy, **fields, client_secret=CLIENT_SECRET).json() for _ in "ab"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from requests_piggy_auth import ClientCredentialsAuth, PersonalAccessTokenAuth
 from requests_piggy_auth.origins import Origin
@@ -29,6 +31,34 @@ def test_origin_of(url: str, origin: Origin | None) -> None:
 def test_origin_str() -> None:
     assert str(Origin("http", "::1", 80)) == "http://[::1]:80"
     assert str(Origin("https", "api.piggy.eu", 443)) == "https://api.piggy.eu:443"
+
+
+@pytest.mark.parametrize(
+    ("origin", "prefix"),
+    [
+        (Origin("https", "api.piggy.eu", 443), "https://api.piggy.eu/"),
+        (Origin("https", "api.piggy.eu", 8443), "https://api.piggy.eu:8443/"),
+        (Origin("http", "::1", 8080), "http://[::1]:8080/"),
+    ],
+)
+def test_origin_prefix_leaves_out_the_default_port(origin: Origin, prefix: str) -> None:
+    assert origin.prefix == prefix
+
+
+ORIGINS = st.sampled_from(
+    [
+        Origin("https", "api.piggy.eu", 443),
+        Origin("http", "127.0.0.1", 8123),
+        Origin("http", "::1", 80),
+    ]
+)
+
+
+@given(ORIGINS, st.text())
+@example(Origin("https", "api.piggy.eu", 443), "@evil.example/")
+@example(Origin("https", "api.piggy.eu", 443), "\\t.evil.example")
+def test_every_url_starting_with_the_prefix_has_the_origin(origin: Origin, rest: str) -> None:
+    assert Origin.of(origin.prefix + rest) == origin
 
 
 @pytest.mark.parametrize(
@@ -57,6 +87,7 @@ def test_allowed_origins() -> None:
 
     assert auth.sends_token_to("https://api.piggy.eu/api/v3/x")
     assert auth.sends_token_to("https://other.piggy.eu:443/y")
+    assert auth.sends_token_to("HTTPS://API.piggy.eu")  # past the prefix test, parsed
     assert not auth.sends_token_to("http://api.piggy.eu/api/v3/x")
     assert not auth.sends_token_to("https://api.piggy.eu:8443/")
     assert not auth.sends_token_to("https://evil.example/")

@@ -108,6 +108,22 @@ def test_a_stale_token_is_renewed_and_the_request_resent(
     assert piggy.stats().token_requests == 2
 
 
+def test_each_new_token_is_renewed_in_turn_when_it_goes_stale(
+    piggy: FakePiggy, auth: ClientCredentialsAuth, clock: FakeClock
+) -> None:
+    sent = []
+    for _ in range(3):
+        response = get(auth, piggy.url + API)
+        assert response.status_code == 200
+        sent.append(response.request.headers["Authorization"])
+        piggy.revoke_all()
+        clock.advance(auth.cache.min_evict_interval)
+
+    assert [r.status_code for r in get(auth, piggy.url + API).history] == [401]
+    assert len(set(sent)) == 3
+    assert piggy.stats().token_requests == 4
+
+
 @pytest.mark.parametrize("style", STALE_TOKEN_401S)
 def test_every_401_style_that_may_mean_a_stale_token_is_retried(
     piggy: FakePiggy, auth: ClientCredentialsAuth, style: UnauthorizedStyle

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, TypeVar
+from urllib.parse import unquote_plus
 
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
@@ -115,7 +116,9 @@ class FakePiggy:
     """A fake Piggy API on a threaded HTTP server on loopback, for tests and demos.
 
     ``POST /oauth/token`` runs the client credentials grant (JSON or form
-    body) for the clients added with :meth:`add_client`; the contact routes
+    body; the client's id and secret in the body or, as ``client_secret_basic``,
+    in an HTTP Basic ``Authorization`` header) for the clients added with
+    :meth:`add_client`; the contact routes
     under ``/api/v3/oauth/clients/`` (see :class:`~.contacts.Contacts`) accept
     the tokens it issued and the personal access tokens added with
     :meth:`add_personal_access_token`. Faults injected with
@@ -315,7 +318,8 @@ class FakePiggy:
 
     def _token_endpoint(self, request: Request) -> Response:
         fields = _token_fields(request)
-        return self._serve("token", request, fields or {}, lambda: self._grant(request, fields))
+        logged = fields if isinstance(fields, dict) else {}
+        return self._serve("token", request, logged, lambda: self._grant(request, fields))
 
     def _resource(self, request: Request) -> Response:
         return self._serve(
@@ -359,11 +363,11 @@ class FakePiggy:
             entry.status = response.status_code
         return response
 
-    def _grant(self, request: Request, fields: Mapping[str, str] | None) -> Response:
+    def _grant(self, request: Request, fields: Mapping[str, str] | str) -> Response:
         if request.method != "POST":
             return json_response({"message": "The token endpoint takes POST."}, 405)
-        if fields is None:
-            return _oauth_error(400, "invalid_request", "The body must be a JSON object or a form.")
+        if isinstance(fields, str):
+            return _oauth_error(400, "invalid_request", fields)
         missing = [
             name for name in ("grant_type", "client_id", "client_secret") if not fields.get(name)
         ]
@@ -446,7 +450,29 @@ def _release_holds(rules: list[_Rule]) -> None:
             rule.fault.release()
 
 
-def _token_fields(request: Request) -> dict[str, str] | None:
+def _token_fields(request: Request) -> dict[str, str] | str:
+    """A token request's string fields, HTTP Basic client credentials included; else what is wrong.
+
+    The Basic credentials are form-urlencoded before encoding (RFC 6749, section 2.3.1).
+    """
+    fields = _body_fields(request)
+    basic = request.authorization
+    if fields is None:
+        return "The body must be a JSON object or a form."
+    if basic is None or basic.type != "basic":
+        return fields
+    if "client_secret" in fields:
+        return "Use one client authentication method: the body or HTTP Basic."
+    client_id, client_secret = (
+        unquote_plus(basic.username or ""),
+        unquote_plus(basic.password or ""),
+    )
+    if fields.setdefault("client_id", client_id) != client_id:
+        return "The client_id in the body is not the one in the Authorization header."
+    return {**fields, "client_secret": client_secret}
+
+
+def _body_fields(request: Request) -> dict[str, str] | None:
     """A token request's string fields from its JSON or form body; ``None`` if unreadable."""
     if not request.is_json:
         return dict(request.form)

@@ -1,0 +1,77 @@
+"""Run every scenario against every library; print the table and write it as Markdown."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import sys
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+
+from .clients import LIBRARIES
+from .report import Row, table
+from .scenarios import (
+    FULL,
+    SMOKE,
+    Settings,
+    cold_start,
+    expiry_under_load,
+    outage,
+    overheads,
+    revocation_storm,
+    shared_session,
+)
+
+RESULTS = Path(__file__).with_name("results.md")
+PACKAGES = ["requests-piggy-auth", "authlib", "requests-oauthlib", "requests-auth", "requests"]
+
+
+def run(settings: Settings) -> tuple[list[Row], str]:
+    """Every scenario for every library: the rows and the Markdown tables."""
+    timings = overheads(LIBRARIES, settings)
+    rows = []
+    for library in LIBRARIES:
+        print(f"{library.name} ...", file=sys.stderr, flush=True)
+        rows.append(
+            Row(
+                library.name,
+                cold_start=cold_start(library, settings),
+                shared_session=shared_session(library, settings),
+                expiry=expiry_under_load(library, settings),
+                revocation=revocation_storm(library, settings),
+                outage=outage(library, settings),
+                overhead=timings[library.name],
+            )
+        )
+    return rows, table(rows, timings, settings, machine())
+
+
+def machine() -> str:
+    """Python, the platform, the CPU count and the measured libraries' versions."""
+    versions = ", ".join(f"{name} {metadata.version(name)}" for name in PACKAGES)
+    return (
+        f"Python {platform.python_version()} on {platform.system()} {platform.machine()}, "
+        f"{os.cpu_count()} CPUs; {versions}"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m benchmarks [--smoke] [--output PATH]``."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--smoke", action="store_true", help="short run: fewer threads, seconds")
+    parser.add_argument(
+        "--output", type=Path, help=f"where to write the Markdown (default: {RESULTS.name})"
+    )
+    args = parser.parse_args(argv)
+    # The libraries' retry warnings and the server's access log would drown the table.
+    logging.basicConfig(level=logging.ERROR)
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    _, markdown = run(SMOKE if args.smoke else FULL)
+    print(markdown)
+    output = args.output or (None if args.smoke else RESULTS)
+    if output is not None:
+        output.write_text(markdown, encoding="utf-8")
+    return 0

@@ -1,0 +1,46 @@
+"""The benchmark suite's smoke run: every library and scenario, and the facts that must hold.
+
+No timings are asserted: only what the server counted and what the callers saw.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmarks.clients import LIBRARIES
+from benchmarks.report import SCENARIOS
+from benchmarks.scenarios import BASIC, SMOKE, STATIC
+from benchmarks.suite import main
+
+
+def cells(markdown: str) -> list[list[str]]:
+    """The rows of the first Markdown table, split into cells."""
+    table = markdown.split("\n\n")[0]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines()]
+
+
+def test_the_smoke_run_writes_a_row_per_library_and_a_column_per_scenario(
+    tmp_path: Path,
+) -> None:
+    output = tmp_path / "results.md"
+
+    assert main(["--smoke", "--output", str(output)]) == 0
+
+    markdown = output.read_text(encoding="utf-8")
+    header, rule, *rows = cells(markdown)
+    assert header == ["library", *SCENARIOS]
+    assert rule == ["---"] * (len(SCENARIOS) + 1)
+    assert [row[0] for row in rows] == [library.name for library in LIBRARIES]
+    assert all(len(row) == len(header) for row in rows)
+    for name in [*(library.name for library in LIBRARIES), BASIC, STATIC]:
+        assert f"\n| {name} | " in markdown.split("\n\n")[1]
+
+    ours = dict(zip(header, rows[0], strict=True))
+    n = SMOKE.storm_threads
+    assert ours["cold start"].startswith("1 token request, 0 failed, ")
+    assert ours["shared session"].startswith("1 token request, 0 failed, ")
+    assert ours["expiry under load"].split(";")[0].endswith(", 0 × 401, 0 exceptions")
+    assert ours["revocation storm"] == f"1 token request; seen: 200 × {n}"
+    for row in rows:
+        assert "token request" in row[1]
+        assert row[-1].endswith("× HTTPBasicAuth)")
