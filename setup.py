@@ -14,6 +14,8 @@ TESTING = ["pytest-httpserver>=1.0.8", "werkzeug>=2.3"]
 DEMO = [*TESTING, "rich>=13"]
 # RedisTokenStore: one token per client for a fleet of processes.
 REDIS = ["redis>=4.5"]
+# The documentation site: Sphinx with furo and MyST Markdown; autodoc imports every module.
+DOCS = [*TESTING, *REDIS, "sphinx>=7.2", "furo>=2024.1", "myst-parser>=2"]
 TEST = [
     *DEMO,
     *REDIS,
@@ -48,6 +50,7 @@ setup(
         "demo": DEMO,
         "redis": REDIS,
         "test": TEST,
+        "docs": DOCS,
     },
     entry_points={
         "console_scripts": ["piggy-auth = requests_piggy_auth.cli:main"],
