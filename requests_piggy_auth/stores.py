@@ -45,6 +45,8 @@ except ImportError as exc:
 from .cache import CachedToken, CacheKey, Clock
 from .oauth import is_valid_token
 
+__all__ = ["RedisTokenStore"]
+
 log = logging.getLogger("requests_piggy_auth")
 
 # Delete KEYS[1] only if it holds ARGV[1]: a lock is released by its owner alone.

@@ -29,6 +29,8 @@ except ImportError:  # pragma: no cover - urllib3 1.26
 if TYPE_CHECKING:
     from urllib3 import BaseHTTPResponse
 
+__all__ = ["AuthorizedHttp"]
+
 _CHUNK = 64 * 1024
 #: The headers that describe a request body: a 303 drops them with the body.
 _BODY_HEADERS = frozenset(
