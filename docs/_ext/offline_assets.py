@@ -85,9 +85,10 @@ def problems(outdir: Path) -> list[str]:
         for url in urls:
             name = page.relative_to(outdir)
             parts = urlsplit(url)
+            path = "" if parts.scheme else unquote(parts.path)  # none for data: and #fragment
             if is_remote(url):
                 found.append(f"{name}: loads {url} from the network")
-            elif not parts.scheme and parts.path and not (page.parent / unquote(parts.path)).exists():
+            elif path and not (page.parent / path).exists():
                 found.append(f"{name}: {url} is not in the built site")
     return found
 
