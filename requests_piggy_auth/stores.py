@@ -93,6 +93,9 @@ class RedisTokenStore:
         stored in Redis; the processes' machines must agree on it to well
         within the cache's ``leeway`` (NTP does).
     :param timer: a monotonic clock for waits and ``retry_interval``.
+    :raises ValueError: for an empty namespace, a ``lock_timeout`` under 1 ms,
+        a ``poll_interval`` not above 0, or a negative ``wait_timeout`` or
+        ``retry_interval``.
     """
 
     def __init__(
