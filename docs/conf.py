@@ -30,5 +30,4 @@ autodoc_default_options = {"members": True, "show-inheritance": True}
 
 html_theme = "furo"
 html_title = f"requests-piggy-auth {release}"
-html_static_path = ["_static"]
 html_permalinks_icon = "#"
