@@ -3,6 +3,8 @@
 import sys
 from pathlib import Path
 
+from sphinx.pycode import ModuleAnalyzer
+
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE / "_ext")]
 
@@ -31,3 +33,24 @@ autodoc_default_options = {"members": True, "show-inheritance": True}
 html_theme = "furo"
 html_title = f"requests-piggy-auth {release}"
 html_permalinks_icon = "#"
+
+
+def _doc_comment_where_defined(app, what, name, obj, options, lines):
+    """Document a re-exported constant with its ``#:`` comment, not its type's docstring.
+
+    ``requests_piggy_auth.testing.Fault`` is defined in ``testing/faults.py``,
+    so autodoc, reading ``testing/__init__.py``, finds no comment for it.
+    """
+    if what != "data":
+        return
+    package, _, attribute = name.rpartition(".")
+    for module_name, module in sorted(sys.modules.items()):
+        if module_name.startswith(package) and getattr(module, attribute, None) is obj:
+            comment = ModuleAnalyzer.for_module(module_name).find_attr_docs().get(("", attribute))
+            if comment:
+                lines[:] = [*comment]
+                return
+
+
+def setup(app):
+    app.connect("autodoc-process-docstring", _doc_comment_where_defined)
