@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: test lint type pytest demo bench clean
+.PHONY: test lint type pytest demo bench docs clean
 
 test: lint type pytest
 
@@ -27,6 +27,10 @@ $(VENV)/.bench-installed: setup.py pyproject.toml | $(BIN)/python
 bench: $(VENV)/.bench-installed
 	$(BIN)/python -m benchmarks $(ARGS)
 
+$(VENV)/.docs-installed: setup.py pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ".[docs]"
+	touch $@
+
 # make demo ARGS="--workers 32": options for `piggy-auth demo`.
 demo: $(VENV)/.demo-installed
 	$(BIN)/piggy-auth demo $(ARGS)
@@ -42,5 +46,9 @@ pytest: $(VENV)/.test-installed
 	.ci/install-redis-server
 	$(BIN)/pytest
 
+# The documentation site, warnings as errors: open docs/_build/html/index.html.
+docs: $(VENV)/.docs-installed
+	$(BIN)/sphinx-build -W --keep-going -E -a -b html docs docs/_build/html
+
 clean:
-	rm -rf $(VENV) .tox build *.egg-info .coverage .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .tox docs/_build build *.egg-info .coverage .mypy_cache .pytest_cache .ruff_cache

@@ -16,6 +16,8 @@ DEMO = [*TESTING, "rich>=13"]
 REDIS = ["redis>=4.5"]
 # `python -m benchmarks`: the libraries we measure ourselves against.
 BENCH = [*TESTING, "authlib>=1.3", "requests-oauthlib>=1.3", "requests-auth>=7"]
+# The documentation site: Sphinx with furo and MyST Markdown; autodoc imports every module.
+DOCS = [*TESTING, *REDIS, "sphinx>=7.2", "furo>=2024.1", "myst-parser>=2"]
 TEST = [
     *DEMO,
     *REDIS,
@@ -52,6 +54,7 @@ setup(
         "redis": REDIS,
         "bench": BENCH,
         "test": TEST,
+        "docs": DOCS,
     },
     entry_points={
         "console_scripts": ["piggy-auth = requests_piggy_auth.cli:main"],

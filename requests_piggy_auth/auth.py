@@ -56,6 +56,12 @@ class PiggyAuth(requests.auth.AuthBase):
 
     Adapters for other HTTP libraries use :meth:`sends_token_to`,
     :meth:`token` and :meth:`should_retry`, so the rules live in one place.
+
+    :param base_url: the API's base URL; ``None``: ``$PIGGY_BASE_URL``, else
+        ``https://api.piggy.eu``. Must be https unless loopback.
+    :param allowed_origins: more origins (URLs) that may receive the token.
+    :raises ValueError: for a URL that is not absolute http(s), or plain http
+        to a host other than loopback.
     """
 
     #: Whether a 401 can be cured by fetching a new token.
@@ -82,13 +88,21 @@ class PiggyAuth(requests.auth.AuthBase):
         return url.startswith(self._prefixes) or Origin.of(url) in self.allowed_origins
 
     def token(self, send: TokenSender | None = None) -> str:
-        """The token to send now; ``send`` makes a token request if one is needed."""
+        """The token to send now; ``send`` makes a token request if one is needed.
+
+        :param send: how to send a token request (``None``: with requests).
+        :raises PiggyAuthError: when no token can be had.
+        """
         raise NotImplementedError
 
     def should_retry(self, token: str, www_authenticate: str | None, body: bytes) -> bool:
         """Whether to resend a request that got a 401 for ``token`` with a new token.
 
         Evicts ``token`` from the cache when the 401 says it is stale.
+
+        :param token: the token the request carried.
+        :param www_authenticate: the 401's ``WWW-Authenticate`` header, if any.
+        :param body: the 401's body (at most 1 MiB of it).
         """
         return False
 
@@ -203,13 +217,24 @@ class ClientCredentialsAuth(PiggyAuth):
         Token requests are retried by :attr:`retry`, whatever ``send`` is, and
         waiting for another thread's fetch takes at most its budget.
 
+        :param send: how to send a token request, such as
+            :class:`~requests_piggy_auth.urllib3.AuthorizedHttp`'s pool
+            (``None``: this auth's ``token_session``, else the library's own).
+
         :raises TokenRequestError: (or a subclass) when no token could be had.
         """
         fetch = self._fetch_with_requests if send is None else partial(self._fetch, send)
         return self.cache.get(self._key, fetch, timeout=self.retry.budget)
 
     def should_retry(self, token: str, www_authenticate: str | None, body: bytes) -> bool:
-        """True when the 401 may mean a stale token and evicting it made room for a new one."""
+        """True when the 401 may mean a stale token and evicting it made room for a new one.
+
+        The eviction is compare-and-evict: only if the cache still holds ``token``.
+
+        :param token: the token the request carried.
+        :param www_authenticate: the 401's ``WWW-Authenticate`` header, if any.
+        :param body: the 401's body.
+        """
         return token_rejected(www_authenticate, body) and self.cache.evict(self._key, token)
 
     def fetch_token(self) -> Token:
@@ -285,6 +310,7 @@ class PersonalAccessTokenAuth(PiggyAuth):
     def token(self, send: TokenSender | None = None) -> str:
         """The personal access token.
 
+        :param send: unused: a personal access token is never fetched.
         :raises TokenExpiredError: when its expiry date has passed.
         """
         if self.expires_at is not None:

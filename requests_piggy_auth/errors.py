@@ -38,6 +38,7 @@ class InvalidClientError(TokenRequestError):
     Raised for a 400 or 401 answer that names an OAuth error such as
     ``invalid_client`` or ``invalid_grant``.
 
+    :param message: what went wrong, free of secrets.
     :param status: the HTTP status (400 or 401).
     :param error: the OAuth ``error`` code.
     :param error_description: the server's ``error_description``, if any.
@@ -55,7 +56,8 @@ class TokenResponseError(TokenRequestError):
     """The token endpoint answered 2xx, but not with a usable token.
 
     For example: the body is not JSON, ``access_token`` is missing or holds
-    whitespace, or ``expires_in`` is not a positive number.
+    whitespace, or ``expires_in`` is not a positive number. Takes the
+    parameters of :class:`TokenRequestError`.
     """
 
 

@@ -45,6 +45,8 @@ except ImportError as exc:
 from .cache import CachedToken, CacheKey, Clock
 from .oauth import is_valid_token
 
+__all__ = ["RedisTokenStore"]
+
 log = logging.getLogger("requests_piggy_auth")
 
 # Delete KEYS[1] only if it holds ARGV[1]: a lock is released by its owner alone.
@@ -91,6 +93,9 @@ class RedisTokenStore:
         stored in Redis; the processes' machines must agree on it to well
         within the cache's ``leeway`` (NTP does).
     :param timer: a monotonic clock for waits and ``retry_interval``.
+    :raises ValueError: for an empty namespace, a ``lock_timeout`` under 1 ms,
+        a ``poll_interval`` not above 0, or a negative ``wait_timeout`` or
+        ``retry_interval``.
     """
 
     def __init__(

@@ -29,6 +29,8 @@ except ImportError:  # pragma: no cover - urllib3 1.26
 if TYPE_CHECKING:
     from urllib3 import BaseHTTPResponse
 
+__all__ = ["AuthorizedHttp"]
+
 _CHUNK = 64 * 1024
 #: The headers that describe a request body: a 303 drops them with the body.
 _BODY_HEADERS = frozenset(
@@ -47,10 +49,11 @@ _BODY_HEADERS = frozenset(
 class AuthorizedHttp(RequestMethods):
     """A urllib3 pool that sends the Piggy token and recovers from a stale one.
 
-    ``request()`` and ``urlopen()`` take urllib3's arguments and return
-    urllib3's responses. The token goes only to the auth's origins, checked
-    again at every redirect; a 401 for a stale token gets a new token and one
-    resend, with the same rules as the requests adapter.
+    ``request()`` (inherited from urllib3's ``RequestMethods``) and
+    ``urlopen()`` take urllib3's arguments and return urllib3's responses.
+    The token goes only to the auth's origins, checked again at every
+    redirect; a 401 for a stale token gets a new token and one resend, with
+    the same rules as the requests adapter.
 
     :param auth: a :class:`~requests_piggy_auth.PiggyAuth`, shared freely.
     :param http: the ``PoolManager`` or ``ProxyManager`` to send through
@@ -91,6 +94,16 @@ class AuthorizedHttp(RequestMethods):
 
         Redirects are followed here, hop by hop, with urllib3's ``retries``
         rules, so each hop gets the token only if the auth sends it there.
+
+        :param method: the HTTP method.
+        :param url: the absolute URL.
+        :param redirect: follow redirects (``False``: return them).
+        :param kw: ``PoolManager.urlopen``'s other arguments (``body``,
+            ``headers``, ``retries``, ``timeout``, ``preload_content``, ...).
+        :raises TokenRequestError: (or a subclass) when no token could be had.
+        :raises TokenExpiredError: for a personal access token past its expiry.
+        :raises urllib3.exceptions.HTTPError: what urllib3 raises, such as
+            ``MaxRetryError``.
         """
         if kw.get("headers") is None:
             kw["headers"] = self.http.headers

@@ -23,7 +23,10 @@ from requests_piggy_auth import shared_cache
 from requests_piggy_auth.testing import FakePiggy
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+DOCUMENTS = [
+    ROOT / "README.md",
+    *sorted(path for path in (ROOT / "docs").rglob("*.md") if "_build" not in path.parts),
+]
 BLOCK = re.compile(r"(?:<!-- ([\w-]+) -->\s*)?^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
 
 CLIENT_ID, CLIENT_SECRET, PAT = "my-client-id", "my-client-secret", "my-personal-access-token"

@@ -23,6 +23,6 @@ class FakeClock:
         self.now += seconds
 
     def sleep(self, seconds: float) -> None:
-        """Note the wait in :attr:`sleeps` and move the clock past it, at once."""
+        """Note the wait of ``seconds`` in :attr:`sleeps` and move the clock past it, at once."""
         self.sleeps.append(seconds)
         self.advance(seconds)

@@ -53,7 +53,12 @@ class Contacts:
             self._contacts.clear()
 
     def handle(self, request: Request) -> Response:
-        """Answer an authenticated request to a resource route."""
+        """Answer an authenticated request to a resource route.
+
+        :param request: the werkzeug request, its token already checked.
+        :returns: the route's answer, or Piggy's error format for an unknown
+            route or method.
+        """
         try:
             endpoint, args = self._routes.match(request.path, method=request.method)
         except HTTPException as exc:

@@ -35,7 +35,7 @@ _MALFORMED: dict[str, tuple[bytes, str]] = {
 def json_response(
     payload: object, status: int = 200, headers: Mapping[str, str] | None = None
 ) -> Response:
-    """A JSON response."""
+    """A JSON response: ``payload`` encoded, with ``status`` and any other ``headers``."""
     return Response(json.dumps(payload), status, headers, content_type="application/json")
 
 

@@ -48,6 +48,11 @@ class LoggedRequest:
     """One request the server saw, in order of arrival.
 
     :param route: ``"token"`` or ``"resource"``.
+    :param method: the HTTP method.
+    :param path: the URL path.
+    :param query: the query string, as sent.
+    :param headers: the request headers.
+    :param body: the request body as sent.
     :param fields: a token request's form or JSON fields (the secret included).
     :param status: the status answered; ``None`` while in flight or when the
         connection was dropped.
@@ -230,7 +235,7 @@ class FakePiggy:
             self._credentials[token] = _Credential(None, expiry)
 
     def add_contact(self, email: str, **fields: Any) -> Contact:
-        """Store a contact; returns it with its ``uuid``."""
+        """Store a contact with ``email`` and any other ``fields``; returns it with its ``uuid``."""
         return self.contacts.add(email, **fields)
 
     def revoke_all(self) -> None:
@@ -275,7 +280,10 @@ class FakePiggy:
     def fault_resources(
         self, fault: F, *, times: int | None = None, seconds: float | None = None
     ) -> F:
-        """Apply ``fault`` to requests to the resource routes; see :meth:`fault_token_endpoint`."""
+        """Apply ``fault`` to requests to the resource routes.
+
+        ``times`` and ``seconds`` limit it as for :meth:`fault_token_endpoint`.
+        """
         return self._add_rule(fault, "resource", times, seconds, None)
 
     def hold(self, client_id: str | None = None) -> Hold:
