@@ -19,7 +19,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, get_origin
 
 import pytest
 
@@ -79,7 +79,8 @@ def test_every_public_name_is_exported_and_has_a_docstring() -> None:
         module = importlib.import_module(name)
         for public in module.__all__:
             value = getattr(module, public)
-            if inspect.isclass(value) or inspect.isfunction(value):
+            # get_origin: on Python 3.10 a type alias such as Fault passes for a class.
+            if get_origin(value) is None and (inspect.isclass(value) or inspect.isfunction(value)):
                 assert inspect.getdoc(value), f"{name}.{public} has no docstring"
 
 
