@@ -219,17 +219,21 @@ class TokenCache:
             another caller's fetch timed out; or whatever ``fetch`` raised.
         """
         with self._lock:
+            now = self.clock()
             cached = self._tokens.get(key)
-            if cached is not None and self.clock() < cached.refresh_at:
-                return cached.access_token
-            if cached is not None and self.clock() < cached.stale_at:
-                self._refresh_ahead(key, cached.access_token, fetch)
+            if cached is not None and now < cached.refresh_at:
                 return cached.access_token
             failures = self._failures.get(key)
-            if failures is not None and self.clock() < failures.until:
-                if cached is not None and self.clock() < cached.expires_at:  # stale, still good
+            if failures is not None and now >= failures.until:
+                failures = None  # its cool-down is over
+            if cached is not None and now < cached.stale_at:
+                if failures is None:
+                    self._refresh_ahead(key, cached.access_token, fetch)
+                return cached.access_token
+            if failures is not None:
+                if cached is not None and now < cached.expires_at:  # stale, still good
                     return cached.access_token
-                raise _cooling_down(key, failures, failures.until - self.clock())
+                raise _cooling_down(key, failures, failures.until - now)
             flight = self._flights.get(key)
             leading = flight is None
             if flight is None:
@@ -288,16 +292,12 @@ class TokenCache:
     def _refresh_ahead(self, key: CacheKey, access_token: str, fetch: Callable[[], Token]) -> None:
         """Start ``key``'s background refresh, under the lock, unless one may not start now.
 
-        Not while a fetch for the key is in flight or it cools down, and not
-        once the interpreter exits: refresh threads are not daemons, so exit
-        waits for one in flight (its token request is bounded by its retries).
+        Not while a fetch for the key is in flight, and not once the
+        interpreter exits: refresh threads are not daemons, so exit waits for
+        one in flight (its token request is bounded by its retries). The
+        caller starts none while the key cools down.
         """
-        failures = self._failures.get(key)
-        if (
-            key in self._flights
-            or (failures is not None and self.clock() < failures.until)
-            or not threading.main_thread().is_alive()
-        ):
+        if key in self._flights or not threading.main_thread().is_alive():
             return
         flight: Future[str] = Future()
         threading.Thread(
