@@ -84,7 +84,7 @@ class PiggyAuth(requests.auth.AuthBase):
 
     def sends_token_to(self, url: str) -> bool:
         """Whether a request to ``url`` gets the token: its origin is allowed."""
-        # The prefix test answers the usual URL without parsing it (and __call__ inlines it).
+        # The prefix test answers the usual URL without parsing it.
         return url.startswith(self._prefixes) or Origin.of(url) in self.allowed_origins
 
     def token(self, send: TokenSender | None = None) -> str:
@@ -107,8 +107,7 @@ class PiggyAuth(requests.auth.AuthBase):
         return False
 
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
-        url = r.url
-        if url is None or not (url.startswith(self._prefixes) or self.sends_token_to(url)):
+        if r.url is None or not self.sends_token_to(r.url):
             return r
         token = self.token()
         r.headers["Authorization"] = f"Bearer {token}"
