@@ -471,13 +471,11 @@ def _token_fields(request: Request) -> dict[str, str] | str:
         return fields
     if "client_secret" in fields:
         return "Use one client authentication method: the body or HTTP Basic."
-    client_id, client_secret = (
-        unquote_plus(basic.username or ""),
-        unquote_plus(basic.password or ""),
-    )
+    client_id = unquote_plus(basic.username or "")
     if fields.setdefault("client_id", client_id) != client_id:
         return "The client_id in the body is not the one in the Authorization header."
-    return {**fields, "client_secret": client_secret}
+    fields["client_secret"] = unquote_plus(basic.password or "")
+    return fields
 
 
 def _body_fields(request: Request) -> dict[str, str] | None:
