@@ -69,7 +69,7 @@ def _cells(row: Row, basic: float) -> list[str]:
         f"seen: {_outcomes(row.revocation.calls.outcomes)}",
         f"{_n(outage.hits, 'endpoint hit')}; {outage.calls.failures} of "
         f"{_n(len(outage.calls.latencies), 'call')} failed: "
-        f"{_outcomes(_errors(outage.calls.outcomes))}; recovery {recovery}",
+        f"{_outcomes(outage.calls.errors)}; recovery {recovery}",
         f"{row.overhead.best:.0f} ns ({row.overhead.best / basic:.2f}× HTTPBasicAuth)",
     ]
 
@@ -79,10 +79,6 @@ def _storm(storm: Storm) -> str:
         f"{_n(storm.token_requests, 'token request')}, {storm.calls.failures} failed, "
         f"{storm.seconds:.2f} s"
     )
-
-
-def _errors(outcomes: Counter[str]) -> Counter[str]:
-    return Counter({k: n for k, n in outcomes.items() if not k.startswith("2")})
 
 
 def _exceptions(outcomes: Counter[str]) -> int:

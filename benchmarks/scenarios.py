@@ -110,9 +110,14 @@ class Calls:
         return outcome
 
     @property
+    def errors(self) -> Counter[str]:
+        """The outcomes other than a 2xx."""
+        return Counter({k: n for k, n in self.outcomes.items() if not k.startswith("2")})
+
+    @property
     def failures(self) -> int:
         """Calls that did not end in a 2xx."""
-        return sum(n for outcome, n in self.outcomes.items() if not outcome.startswith("2"))
+        return self.errors.total()
 
 
 @dataclass(frozen=True)
@@ -151,7 +156,6 @@ class Outage:
     """
 
     hits: int
-    token_requests: int
     calls: Calls
     recovery: float | None
 
@@ -294,10 +298,9 @@ def outage(library: Library, settings: Settings) -> Outage:
             outage_over.set()
             back = everyone_back.wait(settings.recovery_limit)
             stop.set()
-        token_log = piggy.log("token")
-        hits = sum(entry.status == 503 for entry in token_log)
+        hits = sum(entry.status == 503 for entry in piggy.log("token"))
         recovery = max(recovered_at.values()) - outage_end if back else None
-        return Outage(hits, len(token_log), calls, recovery)
+        return Outage(hits, calls, recovery)
 
 
 def overheads(libraries: list[Library], settings: Settings) -> dict[str, Overhead]:

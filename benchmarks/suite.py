@@ -29,8 +29,8 @@ RESULTS = Path(__file__).with_name("results.md")
 PACKAGES = ["requests-piggy-auth", "authlib", "requests-oauthlib", "requests-auth", "requests"]
 
 
-def run(settings: Settings) -> tuple[list[Row], str]:
-    """Every scenario for every library: the rows and the Markdown tables."""
+def run(settings: Settings) -> str:
+    """Every scenario for every library, as Markdown tables."""
     timings = overheads(LIBRARIES, settings)
     rows = []
     for library in LIBRARIES:
@@ -46,7 +46,7 @@ def run(settings: Settings) -> tuple[list[Row], str]:
                 overhead=timings[library.name],
             )
         )
-    return rows, table(rows, timings, settings, machine())
+    return table(rows, timings, settings, machine())
 
 
 def machine() -> str:
@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The libraries' retry warnings and the server's access log would drown the table.
     logging.basicConfig(level=logging.ERROR)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    _, markdown = run(SMOKE if args.smoke else FULL)
+    markdown = run(SMOKE if args.smoke else FULL)
     print(markdown)
     output = args.output or (None if args.smoke else RESULTS)
     if output is not None:
