@@ -82,8 +82,8 @@ def problems(outdir: Path) -> list[str]:
     for page in sorted([*outdir.rglob("*.html"), *outdir.rglob("*.css")]):
         text = page.read_text(encoding="utf-8", errors="replace")
         urls = CSS_URL.findall(text) if page.suffix == ".css" else asset_urls(text)
+        name = page.relative_to(outdir)
         for url in urls:
-            name = page.relative_to(outdir)
             parts = urlsplit(url)
             path = "" if parts.scheme else unquote(parts.path)  # none for data: and #fragment
             if is_remote(url):
