@@ -19,7 +19,7 @@ from typing import Any, Literal
 import requests
 from requests.cookies import extract_cookies_to_jar
 
-from .cache import TokenCache, shared_cache
+from .cache import Lease, TokenCache, shared_cache
 from .challenges import token_rejected
 from .errors import TokenExpiredError, TokenRequestError
 from .oauth import (
@@ -87,13 +87,35 @@ class PiggyAuth(requests.auth.AuthBase):
         # The prefix test answers the usual URL without parsing it.
         return url.startswith(self._prefixes) or Origin.of(url) in self.allowed_origins
 
-    def token(self, send: TokenSender | None = None) -> str:
+    def lease(self, send: TokenSender | None = None, *, after: Lease | None = None) -> Lease:
         """The token to send now; ``send`` makes a token request if one is needed.
+
+        :param send: how to send a token request (``None``: with requests).
+        :param after: a lease that got a 401 which :meth:`rejected` said a new
+            token may cure: the token returned was requested after that 401.
+        :raises PiggyAuthError: when no token can be had.
+        """
+        raise NotImplementedError
+
+    def token(self, send: TokenSender | None = None) -> str:
+        """The access token to send now (see :meth:`lease`).
 
         :param send: how to send a token request (``None``: with requests).
         :raises PiggyAuthError: when no token can be had.
         """
-        raise NotImplementedError
+        return self.lease(send).access_token
+
+    def rejected(self, lease: Lease, www_authenticate: str | None, body: bytes) -> bool:
+        """Whether a 401 to a request that carried ``lease`` may be cured by a new token.
+
+        Evicts the lease's token when the 401 says it is stale; a resend then
+        takes ``lease(send, after=lease)``.
+
+        :param lease: the lease the request carried (read from what was sent).
+        :param www_authenticate: the 401's ``WWW-Authenticate`` header, if any.
+        :param body: the 401's body (at most 1 MiB of it).
+        """
+        return False
 
     def should_retry(self, token: str, www_authenticate: str | None, body: bytes) -> bool:
         """Whether to resend a request that got a 401 for ``token`` with a new token.
@@ -210,7 +232,7 @@ class ClientCredentialsAuth(PiggyAuth):
         """The token endpoint."""
         return self.grant.token_url
 
-    def token(self, send: TokenSender | None = None) -> str:
+    def lease(self, send: TokenSender | None = None, *, after: Lease | None = None) -> Lease:
         """The cached token, fetched with ``send`` (default: requests) on a miss.
 
         Token requests are retried by :attr:`retry`, whatever ``send`` is, and
@@ -219,11 +241,20 @@ class ClientCredentialsAuth(PiggyAuth):
         :param send: how to send a token request, such as
             :class:`~requests_piggy_auth.urllib3.AuthorizedHttp`'s pool
             (``None``: this auth's ``token_session``, else the library's own).
-
+        :param after: a lease whose 401 :meth:`rejected` judged curable.
         :raises TokenRequestError: (or a subclass) when no token could be had.
         """
         fetch = self._fetch_with_requests if send is None else partial(self._fetch, send)
-        return self.cache.get(self._key, fetch, timeout=self.retry.budget)
+        return Lease(self.cache.get(self._key, fetch, timeout=self.retry.budget))
+
+    def rejected(self, lease: Lease, www_authenticate: str | None, body: bytes) -> bool:
+        """True when the 401 may mean a stale token and evicting it made room for a new one.
+
+        :param lease: the lease the request carried.
+        :param www_authenticate: the 401's ``WWW-Authenticate`` header, if any.
+        :param body: the 401's body.
+        """
+        return self.should_retry(lease.access_token, www_authenticate, body)
 
     def should_retry(self, token: str, www_authenticate: str | None, body: bytes) -> bool:
         """True when the 401 may mean a stale token and evicting it made room for a new one.
@@ -306,15 +337,16 @@ class PersonalAccessTokenAuth(PiggyAuth):
         expiry = "" if self.expires_at is None else f", expires_at={self.expires_at.isoformat()!r}"
         return f"PersonalAccessTokenAuth(base_url={self.base_url!r}{expiry})"
 
-    def token(self, send: TokenSender | None = None) -> str:
+    def lease(self, send: TokenSender | None = None, *, after: Lease | None = None) -> Lease:
         """The personal access token.
 
         :param send: unused: a personal access token is never fetched.
+        :param after: unused: a personal access token is never renewed.
         :raises TokenExpiredError: when its expiry date has passed.
         """
         if self.expires_at is not None:
             self._check_expiry(self.expires_at - datetime.now(timezone.utc))
-        return self._token
+        return Lease(self._token)
 
     def _check_expiry(self, remaining: timedelta) -> None:
         if remaining <= timedelta(0):

@@ -45,6 +45,33 @@ log = logging.getLogger("requests_piggy_auth")
 REFRESH_THREAD = "piggy-auth-refresh"
 
 
+class Lease:
+    """A token handed out for requests, with what the cache needs to judge a 401 for it.
+
+    Adapters send :attr:`authorization` as the ``Authorization`` header, call
+    :meth:`accept` when the server answers anything but 401, and give the
+    lease back with that 401 (``PiggyAuth.rejected``).
+    """
+
+    __slots__ = ("accepted", "access_token", "authorization", "order")
+
+    def __init__(self, access_token: str, order: int = 0) -> None:
+        self.access_token = access_token
+        #: The ``Authorization`` header value.
+        self.authorization = f"Bearer {access_token}"
+        #: When the cache handed out its token, in the cache's own order of events.
+        self.order = order
+        #: Whether the server has accepted the token at least once.
+        self.accepted = False
+
+    def __repr__(self) -> str:
+        return f"<Lease order={self.order} accepted={self.accepted}>"
+
+    def accept(self) -> None:
+        """Note that the server accepted the token (an answer other than 401)."""
+        self.accepted = True
+
+
 @dataclass(frozen=True)
 class CachedToken:
     """A token with its times on the cache's clock.
