@@ -19,7 +19,7 @@ from typing import Any, Literal
 import requests
 from requests.cookies import extract_cookies_to_jar
 
-from .cache import Lease, TokenCache, shared_cache
+from .cache import Lease, TokenCache, client_key, shared_cache
 from .challenges import token_rejected
 from .errors import TokenExpiredError, TokenRequestError
 from .oauth import (
@@ -216,7 +216,9 @@ class ClientCredentialsAuth(PiggyAuth):
         self.token_session = token_session
         self.timeout = timeout
         self.retry = retry
-        self._key = (self.grant.token_url, client_id)
+        self._key = client_key(self.grant.token_url, client_id, client_secret)
+        #: One acquisition's bound: the retry budget plus one more connect timeout.
+        self._deadline = self.retry.budget + _connect_timeout(timeout)
         self._fetch_with_requests = partial(self._fetch, self._send)
 
     def __repr__(self) -> str:
@@ -245,7 +247,7 @@ class ClientCredentialsAuth(PiggyAuth):
         :raises TokenRequestError: (or a subclass) when no token could be had.
         """
         fetch = self._fetch_with_requests if send is None else partial(self._fetch, send)
-        return Lease(self.cache.get(self._key, fetch, timeout=self.retry.budget))
+        return self.cache.lease(self._key, fetch, timeout=self._deadline, after=after)
 
     def rejected(self, lease: Lease, www_authenticate: str | None, body: bytes) -> bool:
         """True when the 401 may mean a stale token and evicting it made room for a new one.
@@ -254,7 +256,7 @@ class ClientCredentialsAuth(PiggyAuth):
         :param www_authenticate: the 401's ``WWW-Authenticate`` header, if any.
         :param body: the 401's body.
         """
-        return self.should_retry(lease.access_token, www_authenticate, body)
+        return token_rejected(www_authenticate, body) and self.cache.reject(self._key, lease)
 
     def should_retry(self, token: str, www_authenticate: str | None, body: bytes) -> bool:
         """True when the 401 may mean a stale token and evicting it made room for a new one.
@@ -333,6 +335,15 @@ class PersonalAccessTokenAuth(PiggyAuth):
         self._warn_lock = threading.Lock()
         self._warned = False
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_warn_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._warn_lock = threading.Lock()
+
     def __repr__(self) -> str:
         expiry = "" if self.expires_at is None else f", expires_at={self.expires_at.isoformat()!r}"
         return f"PersonalAccessTokenAuth(base_url={self.base_url!r}{expiry})"
@@ -402,6 +413,12 @@ def rewinder(body: object) -> Callable[[], object] | None:
 
 def _stay() -> None:
     """Rewind a body that needs none: nothing, bytes or str."""
+
+
+def _connect_timeout(timeout: Timeout) -> float:
+    """The connect part of a requests-style timeout, in seconds (0 for none)."""
+    connect = timeout[0] if isinstance(timeout, tuple) else timeout
+    return connect or 0.0
 
 
 def _last4(token: str) -> str:

@@ -1,11 +1,18 @@
 """The token cache: one token per client, fetched once, shared by every thread.
 
-A :class:`TokenCache` maps ``(token_url, client_id)`` to a token. A cache hit
-is a dictionary lookup under a lock. A miss makes exactly one fetch per key
-however many threads miss at once (single-flight); the others wait for it and
-get the same token or the same error. Fetches for different keys never wait
-for each other. After a failed fetch the key cools down: for a short while its
-callers fail fast instead of each calling the token endpoint again.
+A :class:`TokenCache` maps a client's key (token URL, client id, a fingerprint
+of the secret) to a token. A cache hit is a dictionary lookup under a lock.
+A miss makes exactly one fetch per key however many threads miss at once
+(single-flight): the fetch runs in a thread of its own and every caller waits
+for it, each no longer than its deadline, and gets the same token or the
+same error. A fetch past its deadline is abandoned, so the next caller can
+start a new one. Fetches for different keys never wait for each other. After
+a failed fetch the key cools down: for a short while its callers fail fast
+instead of each calling the token endpoint again.
+
+A 401 for a token starts a renewal: the rejected token is evicted, and the
+request is resent with a token that was requested after the 401 arrived, so
+a token that may predate a revocation is never good enough.
 
 A :class:`TokenStore` (such as :class:`requests_piggy_auth.stores.RedisTokenStore`)
 adds a second tier shared by processes: a local miss asks the store, and the
@@ -14,35 +21,66 @@ store makes one fetch for the whole fleet.
 Refresh-ahead: a token's first hit in the last part of its lifetime starts one
 background refresh for its key while every caller keeps the current token, so
 no caller waits for a token request as long as tokens are renewed in time.
+
+No log call, callback or clock of the caller's runs while the cache's lock is held.
 """
 
 from __future__ import annotations
 
+import contextvars
+import functools
+import hashlib
+import itertools
 import logging
+import math
 import os
 import random
 import threading
 import time
 import weakref
 from collections.abc import Callable
-from concurrent.futures import Future, wait
+from concurrent.futures import Future, InvalidStateError, wait
 from dataclasses import dataclass, field
-from functools import partial
-from typing import Protocol
+from typing import Any, Protocol
 
 from cachetools import LRUCache
 
 from .errors import TokenRequestError
 from .oauth import Token
 
-#: ``(token_url, client_id)``: different clients never share a token.
-CacheKey = tuple[str, str]
+#: ``(token_url, client_id, secret fingerprint)``: different credentials never share a
+#: token or a cool-down. ``key[1]`` is the client id.
+CacheKey = tuple[str, ...]
 Clock = Callable[[], float]
 
 log = logging.getLogger("requests_piggy_auth")
 
+#: The name of the threads that fetch tokens for callers.
+FETCH_THREAD = "piggy-auth-fetch"
 #: The name of the threads that refresh tokens ahead of time.
 REFRESH_THREAD = "piggy-auth-refresh"
+
+#: How long one wait for a fetch lasts before the deadline is checked again on the
+#: cache's clock (which tests move by hand).
+_WAIT_SLICE = 0.5
+
+
+@functools.lru_cache(maxsize=256)
+def client_key(token_url: str, client_id: str, client_secret: str) -> CacheKey:
+    """The cache key of a client: its secret only as a slow, salted fingerprint.
+
+    The fingerprint (scrypt) tells credentials apart without revealing the
+    secret, even to whoever reads a shared store.
+    """
+    fingerprint = hashlib.scrypt(
+        client_secret.encode(),
+        salt=f"requests-piggy-auth\0{token_url}\0{client_id}".encode(),
+        n=2**14,
+        r=8,
+        p=1,
+        dklen=16,
+    )
+    return (token_url, client_id, fingerprint.hex())
 
 
 class Lease:
@@ -53,14 +91,16 @@ class Lease:
     lease back with that 401 (``PiggyAuth.rejected``).
     """
 
-    __slots__ = ("accepted", "access_token", "authorization", "order")
+    __slots__ = ("accepted", "access_token", "authorization", "order", "renewal")
 
-    def __init__(self, access_token: str, order: int = 0) -> None:
+    def __init__(self, access_token: str, order: int = 0, *, renewal: bool = False) -> None:
         self.access_token = access_token
         #: The ``Authorization`` header value.
         self.authorization = f"Bearer {access_token}"
-        #: When the cache handed out its token, in the cache's own order of events.
+        #: When its token was requested, in the cache's own order of events.
         self.order = order
+        #: Whether its token was requested to replace one the server rejected.
+        self.renewal = renewal
         #: Whether the server has accepted the token at least once.
         self.accepted = False
 
@@ -88,13 +128,6 @@ class CachedToken:
     expires_at: float
 
 
-@dataclass(frozen=True)
-class _Entry(CachedToken):
-    """A token in this process's tier, with when its hits start a refresh-ahead."""
-
-    refresh_at: float
-
-
 class TokenStore(Protocol):
     """A tier behind :class:`TokenCache` that processes share, consulted on a local miss."""
 
@@ -105,6 +138,8 @@ class TokenStore(Protocol):
         clock: Clock,
         *,
         replacing: str | None = None,
+        fresher_than: float | None = None,
+        deadline: float | None = None,
     ) -> CachedToken:
         """``key``'s shared token while it is fresh; else ``fetch()``, once for all, stored.
 
@@ -114,6 +149,9 @@ class TokenStore(Protocol):
         :param replacing: a token being refreshed ahead of time: while the
             shared token is still this one it counts as a miss, so the store
             replaces it (or returns the one another process replaced it with).
+        :param fresher_than: a shared token requested at or before this time
+            counts as a miss (it may predate a revocation).
+        :param deadline: when the store must have returned, waits included.
         """
 
     def discard(self, key: CacheKey, access_token: str) -> None:
@@ -157,17 +195,65 @@ class _Failures:
     last: Exception
 
 
+@dataclass(frozen=True)
+class _Entry:
+    """A token in this process's tier, with when its hits start a refresh-ahead."""
+
+    lease: Lease
+    stale_at: float
+    expires_at: float
+    refresh_at: float
+
+
+@dataclass(frozen=True, eq=False)
+class _Flight:
+    """One fetch for a key: its waiters, its place in the order, its deadline, its task.
+
+    :param renewal: it replaces a token the server rejected.
+    :param replacing: the token it refreshes ahead of time, if it does.
+    :param fresher_than: a shared token requested before this time will not do.
+    :param discard: rejected tokens to delete from the store first.
+    """
+
+    future: Future[Lease]
+    order: int
+    deadline: float
+    renewal: bool = False
+    replacing: str | None = None
+    fresher_than: float | None = None
+    discard: tuple[str, ...] = ()
+
+
+@dataclass(eq=False)
+class _Record:
+    """What the cache knows of one key."""
+
+    token: _Entry | None = None
+    flight: _Flight | None = None
+    failures: _Failures | None = None
+    #: The order and time of the last 401 that evicted the key's token.
+    rejected_order: int = -1
+    rejected_at: float = -math.inf
+    #: Rejected tokens for the next fetch to delete from the store.
+    discard: tuple[str, ...] = ()
+
+
+#: What a caller does next: take a lease, wait for a flight, or raise.
+_Step = Lease | _Flight | TokenRequestError
+
+
 class TokenCache:
     """A thread-safe, bounded (least recently used) cache of access tokens keyed by client.
 
-    :param maxsize: how many clients' tokens to keep (least recently used go first).
+    :param maxsize: how many clients to keep (least recently used go first), at least 1.
     :param leeway: renew a token this many seconds before it expires; clamped
         to half the token's lifetime so short-lived tokens stay usable.
     :param default_lifetime: the lifetime assumed when the server sends no
         ``expires_in``; a 401 renews the token earlier if needed.
-    :param min_evict_interval: a 401 evicts a key's token at most once per
-        this many seconds, so a 401 that no new token can fix does not turn
-        every call into a token request.
+    :param min_evict_interval: a token fetched to replace a rejected one that
+        is rejected too, before the server ever accepted it and within this
+        many seconds of the first rejection, is not replaced again: the
+        server rejects every token, and a new one would not help.
     :param store: a second tier shared with other processes (``None``: this
         process only). The local entry stays in front, so a hit never
         touches the store.
@@ -181,7 +267,8 @@ class TokenCache:
     :param jitter: where in the window's first half each refresh point lies,
         from 0.0 to 1.0, drawn per token and process so a fleet spreads out.
     :param clock: a monotonic clock in seconds; tests inject their own.
-    :raises ValueError: for a negative ``leeway`` or ``min_evict_interval``,
+    :raises ValueError: for a ``maxsize`` that is not a whole number of at
+        least 1, a negative ``leeway`` or ``min_evict_interval``,
         ``default_lifetime`` not above 0, or ``refresh_window`` outside (0, 1].
     """
 
@@ -199,10 +286,13 @@ class TokenCache:
         jitter: Callable[[], float] = random.random,
         clock: Clock = time.monotonic,
     ) -> None:
-        if leeway < 0 or default_lifetime <= 0 or min_evict_interval < 0:
+        if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 1:
+            raise ValueError(f"maxsize must be a whole number of at least 1, got {maxsize!r}")
+        if not leeway >= 0 or not default_lifetime > 0 or not min_evict_interval >= 0:
             raise ValueError("leeway and min_evict_interval must be >= 0 and default_lifetime > 0")
         if not 0 < refresh_window <= 1:
             raise ValueError("refresh_window must be above 0 and at most 1")
+        self.maxsize = maxsize
         self.leeway = leeway
         self.default_lifetime = default_lifetime
         self.min_evict_interval = min_evict_interval
@@ -213,210 +303,318 @@ class TokenCache:
         self.jitter = jitter
         self.clock = clock
         self._lock = threading.Lock()
-        self._tokens: LRUCache[CacheKey, _Entry] = LRUCache(maxsize)
-        self._evicted_at: LRUCache[CacheKey, float] = LRUCache(maxsize)
-        self._failures: LRUCache[CacheKey, _Failures] = LRUCache(maxsize)
-        self._flights: dict[CacheKey, Future[str]] = {}
+        self._records: LRUCache[CacheKey, _Record] = LRUCache(maxsize)
+        self._orders = itertools.count(1)
         _register_for_fork(self)
 
     def __repr__(self) -> str:
-        return f"<TokenCache clients={len(self)} maxsize={self._tokens.maxsize}>"
+        # No lock: repr may be called by a log handler while the lock is held.
+        return f"<TokenCache clients={len(self._records)} maxsize={self.maxsize}>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle settings only: no token, lock or fetch crosses to another process."""
+        if self is _shared:
+            return (shared_cache, ())
+        settings = {name: getattr(self, name) for name in _SETTINGS}
+        return (_rebuilt, (type(self), settings))
 
     def __len__(self) -> int:
         """How many clients have a token that has not expired."""
+        now = self.clock()
         with self._lock:
-            now = self.clock()
-            return sum(1 for cached in self._tokens.values() if now < cached.expires_at)
+            entries = [record.token for record in self._records.values()]
+        return sum(1 for entry in entries if entry is not None and now < entry.expires_at)
+
+    def lease(
+        self,
+        key: CacheKey,
+        fetch: Callable[[], Token],
+        *,
+        timeout: float | None = None,
+        after: Lease | None = None,
+    ) -> Lease:
+        """The cached token for ``key``, fetched with ``fetch`` on a miss.
+
+        Concurrent misses for one key call ``fetch`` once, in a thread of its
+        own; every caller gets its token or its exception. A failure is never
+        cached, but it starts a cool-down (see :class:`CoolDown`) during which
+        callers get a token that has not yet expired, if one is cached, or
+        else fail fast. A hit in the refresh window starts ``fetch`` in the
+        background, once (see ``refresh_ahead``), and returns the current token.
+
+        :param timeout: how many seconds this call may take in all, waiting
+            for another caller's fetch included; a fetch that this call
+            starts is abandoned after that long (``None``: no limit).
+        :param after: a lease that :meth:`reject` said a new token may cure:
+            the token returned was requested after that rejection.
+        :raises TokenRequestError: during a cool-down, or when no token came
+            within ``timeout``; or whatever ``fetch`` raised.
+        """
+        now = self.clock()
+        if after is None:
+            with self._lock:
+                record = self._records.get(key)
+                entry = None if record is None else record.token
+                if entry is not None and now < entry.refresh_at:
+                    return entry.lease
+        deadline = math.inf if timeout is None else now + timeout
+        with self._lock:
+            step, start = self._decide(key, now, deadline, after)
+        if start is not None:
+            self._start(key, start, fetch)
+        if isinstance(step, _Flight):
+            return self._wait(key, step, deadline)
+        if isinstance(step, TokenRequestError):
+            raise step
+        return step
 
     def get(
         self, key: CacheKey, fetch: Callable[[], Token], *, timeout: float | None = None
     ) -> str:
-        """Return the cached token for ``key``, calling ``fetch`` on a miss.
+        """The access token of :meth:`lease`, for callers that judge no 401s.
 
-        Concurrent misses for one key call ``fetch`` once; every caller gets
-        its token or its exception. A failure is never cached, but it starts
-        a cool-down (see :class:`CoolDown`) during which callers get a token
-        that has not yet expired, if one is cached, or else fail fast. A hit
-        in the refresh window starts ``fetch`` in a background thread, once
-        (see ``refresh_ahead``), and returns the current token.
-
-        :param timeout: how many seconds to wait for another caller's fetch
-            (``None``: as long as it takes).
-        :raises TokenRequestError: during a cool-down, or when the wait for
-            another caller's fetch timed out; or whatever ``fetch`` raised.
+        :param timeout: how many seconds this call may take in all.
+        :raises TokenRequestError: as :meth:`lease` does.
         """
+        return self.lease(key, fetch, timeout=timeout).access_token
+
+    def reject(self, key: CacheKey, lease: Lease) -> bool:
+        """Record that the server answered 401 to a request that carried ``lease``.
+
+        The first 401 for a token evicts it, along with any other token cached
+        for ``key`` (each was requested before that 401, so it may be revoked
+        too); later ones for the same token evict nothing more.
+
+        :returns: whether a new token may help, so a resend with
+            ``lease(key, fetch, after=lease)`` is worth it: ``False`` only for
+            a token fetched to replace a rejected one and rejected before the
+            server ever accepted it, within ``min_evict_interval``.
+        """
+        now = self.clock()
         with self._lock:
-            now = self.clock()
-            cached = self._tokens.get(key)
-            if cached is not None and now < cached.refresh_at:
-                return cached.access_token
-            failures = self._failures.get(key)
-            if failures is not None and now >= failures.until:
-                failures = None  # its cool-down is over
-            if cached is not None and now < cached.stale_at:
-                if failures is None:
-                    self._refresh_ahead(key, cached.access_token, fetch)
-                return cached.access_token
-            if failures is not None:
-                if cached is not None and now < cached.expires_at:  # stale, still good
-                    return cached.access_token
-                raise _cooling_down(key, failures, failures.until - now)
-            flight = self._flights.get(key)
-            leading = flight is None
-            if flight is None:
-                flight = self._flights[key] = Future()
-        if leading:
-            self._fetch(key, flight, fetch)
-        elif not wait([flight], timeout).done:
-            raise TokenRequestError(
-                f"gave up after {timeout} s waiting for another thread's token request for "
-                f"client {key[1]!r} at {key[0]}"
-            )
-        return flight.result()
+            record = self._records.get(key)
+            if record is None or lease.order < record.rejected_order:
+                return True  # a rejection after its token was requested is known: renew past it
+            if (
+                lease.renewal
+                and not lease.accepted
+                and now - record.rejected_at < self.min_evict_interval
+            ):
+                return False
+            record.rejected_order, record.rejected_at = next(self._orders), now
+            rejected = {lease.access_token}
+            if record.token is not None:
+                rejected.add(record.token.lease.access_token)
+                record.token = None
+            if record.flight is not None and record.flight.order < record.rejected_order:
+                record.flight = None  # requested before the 401: its token is not good enough
+            if self.store is not None:
+                record.discard = tuple(sorted(rejected))
+            return True
 
     def evict(self, key: CacheKey, access_token: str) -> bool:
         """Forget ``access_token`` for ``key`` because the server rejected it.
 
-        The entry is removed only if it still holds that token (compare and
-        evict), so many threads reporting one stale token cause one renewal.
-        A store's copy goes first, on the same condition.
+        :meth:`reject` with the lease of the cached token, if it is still
+        ``access_token`` (compare and evict).
 
-        :returns: whether a new token may help, so a retry is worth it:
-            ``False`` only when the same token is still cached because the
-            key was evicted less than ``min_evict_interval`` seconds ago.
+        :returns: whether a new token may help (see :meth:`reject`).
         """
-        if self.store is not None and self._evictable(key, access_token):
-            # The shared tier goes first, so no fetch here can read the token back from it.
-            self.store.discard(key, access_token)
         with self._lock:
-            if not self._holds(key, access_token):
-                return True
-            if self._evicted_recently(key):
-                return False
-            del self._tokens[key]
-            self._evicted_at[key] = self.clock()
+            record = self._records.get(key)
+            entry = None if record is None else record.token
+        if entry is None or entry.lease.access_token != access_token:
             return True
+        return self.reject(key, entry.lease)
 
     def clear(self) -> None:
-        """Forget every token here (fetches in flight still complete; a store keeps its own)."""
+        """Forget every token here (fetches in flight complete unseen; a store keeps its own)."""
         with self._lock:
-            self._tokens.clear()
-            self._evicted_at.clear()
-            self._failures.clear()
+            self._records.clear()
 
-    def _evictable(self, key: CacheKey, access_token: str) -> bool:
-        with self._lock:
-            return self._holds(key, access_token) and not self._evicted_recently(key)
+    def _decide(
+        self, key: CacheKey, now: float, deadline: float, after: Lease | None
+    ) -> tuple[_Step, _Flight | None]:
+        """What the caller does next, and a flight for it to start; under the lock, no I/O."""
+        record = self._records.get(key)
+        if record is None:
+            record = self._records[key] = _Record()
+        bound = -1 if after is None else record.rejected_order
+        entry = record.token
+        if entry is not None and entry.lease.order <= bound:
+            entry = None
+        cooling = record.failures is not None and now < record.failures.until
+        if entry is not None and now < entry.stale_at:
+            if cooling or record.flight is not None or not threading.main_thread().is_alive():
+                return entry.lease, None
+            # The first hit past the refresh point: refresh in the background, keep the token.
+            record.flight = self._flight(deadline, replacing=entry.lease.access_token)
+            return entry.lease, record.flight
+        if cooling:
+            assert record.failures is not None
+            if entry is not None and now < entry.expires_at:  # stale, still good
+                return entry.lease, None
+            return _cooling_down(key, record.failures, record.failures.until - now), None
+        if record.flight is not None and record.flight.order > bound:
+            return record.flight, None
+        renewal = after is not None
+        fresher_than = record.rejected_at if renewal else None
+        record.flight = self._flight(
+            deadline, renewal=renewal, fresher_than=fresher_than, discard=record.discard
+        )
+        record.discard = ()
+        return record.flight, record.flight
 
-    def _holds(self, key: CacheKey, access_token: str) -> bool:
-        cached = self._tokens.get(key)
-        return cached is not None and cached.access_token == access_token
+    def _flight(self, deadline: float, **task: Any) -> _Flight:
+        return _Flight(Future(), next(self._orders), deadline, **task)
 
-    def _evicted_recently(self, key: CacheKey) -> bool:
-        last = self._evicted_at.get(key)
-        return last is not None and self.clock() - last < self.min_evict_interval
-
-    def _refresh_ahead(self, key: CacheKey, access_token: str, fetch: Callable[[], Token]) -> None:
-        """Start ``key``'s background refresh, under the lock, unless one may not start now.
-
-        Not while a fetch for the key is in flight, and not once the
-        interpreter exits: refresh threads are not daemons, so exit waits for
-        one in flight (its token request is bounded by its retries). The
-        caller starts none while the key cools down.
-        """
-        if key in self._flights or not threading.main_thread().is_alive():
-            return
-        flight: Future[str] = Future()
-        threading.Thread(
-            target=self._fetch,
-            args=(key, flight, fetch, access_token),
-            name=REFRESH_THREAD,
-            daemon=False,  # even when started by a daemon thread: exit waits for it
-        ).start()
-        self._flights[key] = flight  # before the thread can end it: that needs the lock
-
-    def _fetch(
-        self,
-        key: CacheKey,
-        flight: Future[str],
-        fetch: Callable[[], Token],
-        replacing: str | None = None,
-    ) -> None:
+    def _start(self, key: CacheKey, flight: _Flight, fetch: Callable[[], Token]) -> None:
+        """Run ``flight``'s fetch in a thread of its own (inline when none can start)."""
+        run = functools.partial(contextvars.copy_context().run, self._run, key, flight, fetch)
+        name = FETCH_THREAD if flight.replacing is None else REFRESH_THREAD
+        thread = threading.Thread(target=run, name=name, daemon=True)
+        _workers.add(thread, flight.deadline - self.clock())
         try:
-            fetched = partial(self._fetched, fetch)
-            cached = self._local(
-                fetched()
-                if self.store is None
-                else self.store.get(key, fetched, self.clock, replacing=replacing)
-            )
-        except Exception as exc:
-            with self._lock:
-                current = self._failed(key, exc)
-                del self._flights[key]
-            if current is None:
-                flight.set_exception(exc)
+            thread.start()
+        except RuntimeError:  # no new threads at interpreter shutdown
+            _workers.discard(thread)
+            run()
+
+    def _run(self, key: CacheKey, flight: _Flight, fetch: Callable[[], Token]) -> None:
+        """Fetch through the store, if any, and complete ``flight`` with the outcome."""
+        result: _Entry | BaseException
+        try:
+            fetched = functools.partial(self._fetched, fetch)
+            if self.store is None:
+                cached = fetched()
             else:
-                flight.set_result(current)
-        except BaseException as exc:  # KeyboardInterrupt and the like: no cool-down
-            with self._lock:
-                del self._flights[key]
-            flight.set_exception(exc)
-        else:
-            with self._lock:
-                self._tokens[key] = cached
-                self._failures.pop(key, None)
-                del self._flights[key]
-            flight.set_result(cached.access_token)
+                for access_token in flight.discard:
+                    self.store.discard(key, access_token)
+                cached = self.store.get(
+                    key,
+                    fetched,
+                    self.clock,
+                    replacing=flight.replacing,
+                    fresher_than=flight.fresher_than,
+                    deadline=flight.deadline,
+                )
+            result = self._entry(cached, flight)
+        except BaseException as exc:  # every outcome reaches the waiters
+            result = exc
+        finally:
+            _workers.discard(threading.current_thread())
+        self._complete(key, flight, result)
+
+    def _wait(self, key: CacheKey, flight: _Flight, deadline: float) -> Lease:
+        """``flight``'s lease, waiting no later than ``deadline`` or the flight's own."""
+        until = min(deadline, flight.deadline)
+        while not flight.future.done():
+            remaining = until - self.clock()
+            if remaining <= 0:
+                if until < flight.deadline:
+                    raise TokenRequestError(
+                        f"gave up waiting for another caller's token request for client "
+                        f"{key[1]!r} at {key[0]}"
+                    )
+                self._complete(key, flight, _abandoned(key))
+                break
+            wait([flight.future], min(remaining, _WAIT_SLICE))
+        return flight.future.result()
+
+    def _complete(self, key: CacheKey, flight: _Flight, result: _Entry | BaseException) -> None:
+        """End ``flight``: cache its token or start a cool-down, then resolve its waiters.
+
+        A flight that is no longer its key's (abandoned, superseded, cleared)
+        changes nothing here, but its waiters still get its outcome.
+        """
+        warning = None
+        with self._lock:
+            record = self._records.get(key)
+            if record is not None and record.flight is flight:
+                record.flight = None
+                outcome, warning = self._settle(record, result)
+            else:
+                outcome = result.lease if isinstance(result, _Entry) else result
+        try:
+            if isinstance(outcome, Lease):
+                flight.future.set_result(outcome)
+            else:
+                flight.future.set_exception(outcome)
+        except InvalidStateError:
+            pass  # abandoned at its deadline: its waiters have their error
+        if warning is not None:
+            log.warning(
+                "renewing the token for client %r failed (%s); using the current token, which "
+                "expires in %.0f s",
+                key[1],
+                *warning,
+            )
+
+    def _settle(
+        self, record: _Record, result: _Entry | BaseException
+    ) -> tuple[Lease | BaseException, tuple[BaseException, float] | None]:
+        """Record ``result`` for its key: the outcome for waiters, and what to warn about."""
+        if isinstance(result, _Entry):
+            record.token, record.failures = result, None
+            return result.lease, None
+        if not isinstance(result, Exception):  # KeyboardInterrupt and the like: no cool-down
+            return result, None
+        now = self.clock()
+        count = 1 if record.failures is None else record.failures.count + 1
+        record.failures = _Failures(count, now + self.cooldown.pause(count), result)
+        entry = record.token
+        if entry is None or now >= entry.expires_at:
+            return result, None
+        return entry.lease, (result, entry.expires_at - now)
 
     def _fetched(self, fetch: Callable[[], Token]) -> CachedToken:
         sent_at = self.clock()
-        return self._timed(fetch(), sent_at)
-
-    def _failed(self, key: CacheKey, exc: Exception) -> str | None:
-        """Start or extend ``key``'s cool-down; return its cached token if still valid."""
-        previous = self._failures.get(key)
-        count = 1 if previous is None else previous.count + 1
-        self._failures[key] = _Failures(count, self.clock() + self.cooldown.pause(count), exc)
-        cached = self._tokens.get(key)
-        if cached is None or self.clock() >= cached.expires_at:
-            return None
-        log.warning(
-            "renewing the token for client %r failed (%s); using the current token, which "
-            "expires in %.0f s",
-            key[1],
-            exc,
-            cached.expires_at - self.clock(),
-        )
-        return cached.access_token
-
-    def _local(self, cached: CachedToken) -> _Entry:
-        """``cached`` with its refresh point in this process, drawn in the window's first half."""
-        refresh_at = cached.stale_at
-        if self.refresh_ahead:
-            window = (cached.stale_at - cached.fetched_at) * self.refresh_window
-            refresh_at -= window - self.jitter() * window / 2
-        return _Entry(
-            cached.access_token, cached.fetched_at, cached.stale_at, cached.expires_at, refresh_at
-        )
-
-    def _timed(self, token: Token, sent_at: float) -> CachedToken:
+        token = fetch()
         lifetime = token.expires_in or self.default_lifetime
         expires_at = sent_at + lifetime
         return CachedToken(
             token.access_token, sent_at, expires_at - min(self.leeway, lifetime / 2), expires_at
         )
 
+    def _entry(self, cached: CachedToken, flight: _Flight) -> _Entry:
+        """``cached`` with its refresh point in this process, drawn in the window's first half."""
+        refresh_at = cached.stale_at
+        if self.refresh_ahead:
+            window = (cached.stale_at - cached.fetched_at) * self.refresh_window
+            refresh_at -= window - self.jitter() * window / 2
+        lease = Lease(cached.access_token, flight.order, renewal=flight.renewal)
+        return _Entry(lease, cached.stale_at, cached.expires_at, refresh_at)
+
     def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
-        self._flights = {}
+        for record in self._records.values():
+            record.flight = None  # the threads running them do not exist here
 
 
-# Fork safety: hold every cache's lock across fork() so a child never copies a
-# half-updated cache, then give the child fresh locks and no fetches in flight
-# (the threads running them do not exist in the child).
-_fork_lock = threading.Lock()
-_caches: weakref.WeakSet[TokenCache] = weakref.WeakSet()
-_held: list[TokenCache] = []
+_SETTINGS = (
+    "maxsize",
+    "leeway",
+    "default_lifetime",
+    "min_evict_interval",
+    "store",
+    "cooldown",
+    "refresh_ahead",
+    "refresh_window",
+    "jitter",
+    "clock",
+)
+
+
+def _rebuilt(cls: type[TokenCache], settings: dict[str, Any]) -> TokenCache:
+    """A new, empty cache with ``settings`` (how a pickled cache comes back)."""
+    return cls(**settings)
+
+
+def _abandoned(key: CacheKey) -> TokenRequestError:
+    return TokenRequestError(
+        f"no token for client {key[1]!r} from {key[0]} within the time allowed; "
+        "the token request was abandoned"
+    )
 
 
 def _cooling_down(key: CacheKey, failures: _Failures, remaining: float) -> TokenRequestError:
@@ -428,6 +626,51 @@ def _cooling_down(key: CacheKey, failures: _Failures, remaining: float) -> Token
     )
     error.__cause__ = last
     return error
+
+
+class _Workers:
+    """The fetch threads running, with how long interpreter exit waits for each."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._until: dict[threading.Thread, float] = {}
+
+    def add(self, thread: threading.Thread, seconds: float) -> None:
+        """Track ``thread``; exit waits for it ``seconds`` at most (none if unbounded)."""
+        until = time.monotonic() + (seconds if math.isfinite(seconds) else 0.0)
+        with self._lock:
+            self._until[thread] = until
+
+    def discard(self, thread: threading.Thread) -> None:
+        with self._lock:
+            self._until.pop(thread, None)
+
+    def join(self) -> None:
+        """Wait for each until its deadline: exit finishes a fetch, but never hangs on one."""
+        with self._lock:
+            until = dict(self._until)
+        for thread, deadline in until.items():
+            if thread.is_alive():
+                thread.join(min(max(deadline - time.monotonic(), 0.0), threading.TIMEOUT_MAX))
+
+    def after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+        self._until = {}
+
+
+_workers = _Workers()
+# Runs when the main thread is done, before the interpreter shuts down, as
+# concurrent.futures does for its workers (the fetch threads are daemons).
+getattr(threading, "_register_atexit", lambda join: None)(_workers.join)
+
+
+# Fork safety: hold every cache's lock across fork() so a child never copies a
+# half-updated cache, then give the child fresh locks and no fetches in flight
+# (the threads running them do not exist in the child). The child's handler
+# takes no lock.
+_fork_lock = threading.Lock()
+_caches: weakref.WeakSet[TokenCache] = weakref.WeakSet()
+_held: list[TokenCache] = []
 
 
 def _register_for_fork(cache: TokenCache) -> None:
@@ -455,6 +698,7 @@ def _after_fork_in_child() -> None:
         cache._after_fork_in_child()
     _held.clear()
     _fork_lock = threading.Lock()
+    _workers.after_fork_in_child()
 
 
 os.register_at_fork(

@@ -77,18 +77,33 @@ def test_evict_compares_before_it_evicts(cache: TokenCache, clock: FakeClock) ->
     assert cache.get(KEY, lambda: Token("two")) == "two"
 
 
-def test_evictions_are_rate_limited_per_key(cache: TokenCache, clock: FakeClock) -> None:
-    cache.get(KEY, lambda: Token("one"))
-    assert cache.evict(KEY, "one") is True
-    cache.get(KEY, lambda: Token("two"))
+def test_a_renewal_rejected_before_it_was_ever_accepted_is_renewed_once_per_interval(
+    cache: TokenCache, clock: FakeClock
+) -> None:
+    first = cache.lease(KEY, lambda: Token("one"))
+    assert cache.reject(KEY, first) is True
+    renewed = cache.lease(KEY, lambda: Token("two"), after=first)
 
     clock.advance(4.9)
-    assert cache.evict(KEY, "two") is False
+    assert cache.reject(KEY, renewed) is False  # the server rejects every token
     assert cache.get(KEY, lambda: Token("three")) == "two"
 
     clock.advance(0.1)
-    assert cache.evict(KEY, "two") is True
+    assert cache.reject(KEY, renewed) is True
     assert cache.get(KEY, lambda: Token("three")) == "three"
+
+
+def test_a_renewal_the_server_accepted_is_renewed_at_its_next_rejection(
+    cache: TokenCache, clock: FakeClock
+) -> None:
+    first = cache.lease(KEY, lambda: Token("one"))
+    assert cache.reject(KEY, first) is True
+    renewed = cache.lease(KEY, lambda: Token("two"), after=first)
+    renewed.accept()
+
+    clock.advance(0.1)  # revoked again, well within min_evict_interval
+    assert cache.reject(KEY, renewed) is True
+    assert cache.lease(KEY, lambda: Token("three"), after=renewed).access_token == "three"
 
 
 def test_an_empty_key_may_be_retried(cache: TokenCache) -> None:
