@@ -35,14 +35,21 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def client(self, **options: Any) -> redis.Redis:
-        """A client with short timeouts and one quick retry, as the docs recommend."""
+    def client(
+        self, cls: type[redis.Redis] = redis.Redis, port: int = 0, **options: Any
+    ) -> redis.Redis:
+        """A client with short timeouts and one quick retry, as the docs recommend.
+
+        :param cls: ``redis.Redis`` or a subclass of it.
+        :param port: another port to connect to (such as a proxy's) than the server's.
+        """
         settings: dict[str, Any] = {
             "socket_timeout": 2.0,
             "socket_connect_timeout": 2.0,
             "retry": Retry(NoBackoff(), 1),
         }
-        return redis.Redis.from_url(self.url, **(settings | options))
+        url = f"redis://127.0.0.1:{port or self.port}/0"
+        return cls.from_url(url, **(settings | options))
 
     def start(self) -> None:
         """Start on a free port (the same port again after :meth:`kill`)."""

@@ -26,9 +26,10 @@ from requests_piggy_auth.testing import FakeClock
 from .redis_server import RedisServer
 from .test_refresh_ahead import refreshed
 
-KEY = ("https://api.piggy.eu/oauth/token", "client-1")
-TOKEN_KEY = 'piggy-auth:token:["https://api.piggy.eu/oauth/token","client-1"]'
-LOCK_KEY = 'piggy-auth:lock:["https://api.piggy.eu/oauth/token","client-1"]'
+#: ``(token_url, client_id, secret_fingerprint)``; ``Any`` until ``CacheKey`` has three parts.
+KEY: Any = ("https://api.piggy.eu/oauth/token", "client-1", "5ec7e7f1" * 8)
+TOKEN_KEY = f'piggy-auth:token:["https://api.piggy.eu/oauth/token","client-1","{KEY[2]}"]'
+LOCK_KEY = f'piggy-auth:lock:["https://api.piggy.eu/oauth/token","client-1","{KEY[2]}"]'
 EPOCH = 1_800_000_000.0
 
 
@@ -189,7 +190,7 @@ def test_the_lock_winner_uses_a_token_stored_just_before_it_got_the_lock(
                 other_process.get(KEY, endpoint)
             return super().set(name, *args, **kwargs)
 
-    racing = Racing.from_url(redis_server.url)
+    racing = redis_server.client(Racing)
     assert process(RedisTokenStore(racing, wall_clock=wall)).get(KEY, endpoint) == (
         "token-CANARY-0000"
     )
@@ -407,9 +408,7 @@ def test_two_processes_refreshing_ahead_at_once_make_one_token_request(
         assert gate.wait(30)
         return endpoint()
 
-    watched = RedisTokenStore(
-        Watched.from_url(redis_server.url), poll_interval=0.001, wall_clock=wall
-    )
+    watched = RedisTokenStore(redis_server.client(Watched), poll_interval=0.001, wall_clock=wall)
     a_clock, b_clock = FakeClock(), FakeClock()
     a = process(store, a_clock, jitter=lambda: 0.0)
     b = process(watched, b_clock, jitter=lambda: 0.0)
