@@ -32,6 +32,7 @@ import logging
 import math
 import secrets
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -45,7 +46,7 @@ except ImportError as exc:
 from .cache import CachedToken, CacheKey, Clock
 from .oauth import is_valid_token
 
-__all__ = ["RedisTokenStore"]
+__all__ = ["RedisTimeoutWarning", "RedisTokenStore"]
 
 log = logging.getLogger("requests_piggy_auth")
 
@@ -71,6 +72,12 @@ return 0
 """
 
 _TIMES = ("fetched_at", "stale_at", "expires_at")
+
+_TIMEOUTS = ("socket_timeout", "socket_connect_timeout")
+
+
+class RedisTimeoutWarning(UserWarning):
+    """A :class:`RedisTokenStore` was given a Redis client that can wait for ever."""
 
 
 class RedisTokenStore:
@@ -130,6 +137,15 @@ class RedisTokenStore:
         self._discard_token = redis_client.register_script(_DISCARD)
         self._retry_at = -math.inf
         self._failing = False
+        unbounded = _unbounded_timeouts(redis_client)
+        if unbounded:
+            warnings.warn(
+                f"this Redis client has no {' or '.join(unbounded)}, so a Redis that stops "
+                "answering blocks API calls for ever; give it timeouts: redis.Redis(..., "
+                "socket_timeout=0.5, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 1))",
+                RedisTimeoutWarning,
+                stacklevel=2,
+            )
 
     def __repr__(self) -> str:
         return f"RedisTokenStore(namespace={self.namespace!r})"
@@ -268,3 +284,14 @@ class RedisTokenStore:
         if self._failing:
             self._failing = False
             log.info("the token store's Redis is back; tokens are shared again")
+
+
+def _unbounded_timeouts(redis_client: redis.Redis) -> list[str]:
+    """The socket timeouts that ``redis_client``'s connections lack.
+
+    Read from a connection made (not connected) as its pool makes them, so
+    redis-py's defaults and fallbacks, which differ between versions, count.
+    """
+    pool = redis_client.connection_pool
+    connection = pool.connection_class(**pool.connection_kwargs)
+    return [name for name in _TIMEOUTS if getattr(connection, name) is None]

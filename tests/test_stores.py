@@ -12,6 +12,7 @@ import logging
 import subprocess
 import sys
 import threading
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,7 +21,7 @@ import redis
 
 from requests_piggy_auth import TokenCache
 from requests_piggy_auth.oauth import Token
-from requests_piggy_auth.stores import RedisTokenStore
+from requests_piggy_auth.stores import RedisTimeoutWarning, RedisTokenStore
 from requests_piggy_auth.testing import FakeClock
 
 from .redis_server import RedisServer
@@ -326,6 +327,42 @@ def test_a_redis_error_after_the_fetch_does_not_cost_a_second_request(
     assert endpoint.issued == ["token-CANARY-0000"]
     assert client.keys() == [LOCK_KEY.encode()]  # left to expire: Redis is left alone now
     assert "NoPermissionError" in logs.messages[0]
+
+
+@pytest.mark.parametrize(
+    ("options", "missing"),
+    [
+        ({"socket_timeout": None}, "socket_timeout"),
+        (
+            {"socket_timeout": None, "socket_connect_timeout": None},
+            "socket_timeout or socket_connect_timeout",
+        ),
+    ],
+)
+def test_a_client_that_can_wait_for_ever_is_warned_about_when_the_store_is_made(
+    redis_server: RedisServer, options: dict[str, Any], missing: str
+) -> None:
+    hanging = redis_server.client(**options)
+
+    with pytest.warns(RedisTimeoutWarning) as warned:
+        RedisTokenStore(hanging)
+
+    [warning] = warned
+    assert warning.filename == __file__  # it points at the code that made the store
+    assert str(warning.message) == (
+        f"this Redis client has no {missing}, so a Redis that stops answering blocks "
+        "API calls for ever; give it timeouts: redis.Redis(..., socket_timeout=0.5, "
+        "socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 1))"
+    )
+
+
+def test_a_client_whose_connect_timeout_is_its_socket_timeout_is_not_warned_about(
+    redis_server: RedisServer,
+) -> None:
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        RedisTokenStore(redis_server.client(socket_connect_timeout=None))  # redis-py: 2.0 s
+    assert warned == []
 
 
 def test_a_client_that_decodes_responses_works_too(
