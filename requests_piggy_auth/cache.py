@@ -78,6 +78,8 @@ class TokenStore(Protocol):
         clock: Clock,
         *,
         replacing: str | None = None,
+        fresher_than: float | None = None,
+        deadline: float | None = None,
     ) -> CachedToken:
         """``key``'s shared token while it is fresh; else ``fetch()``, once for all, stored.
 
@@ -87,6 +89,13 @@ class TokenStore(Protocol):
         :param replacing: a token being refreshed ahead of time: while the
             shared token is still this one it counts as a miss, so the store
             replaces it (or returns the one another process replaced it with).
+        :param fresher_than: a time on ``clock``: a shared token whose request
+            was sent no later counts as a miss, like ``replacing`` (after a 401,
+            so a resend never gets a token that may predate a revocation).
+        :param deadline: a time on ``clock`` by which to return whatever happens:
+            the wait for another sharer's fetch ends then and ``fetch`` is
+            called; once it has passed, ``fetch`` is called at once
+            (``None``: only the store's own wait limit applies).
         """
 
     def discard(self, key: CacheKey, access_token: str) -> None:

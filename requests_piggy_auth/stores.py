@@ -34,6 +34,7 @@ import secrets
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 try:
@@ -100,6 +101,7 @@ class RedisTokenStore:
         stored in Redis; the processes' machines must agree on it to well
         within the cache's ``leeway`` (NTP does).
     :param timer: a monotonic clock for waits and ``retry_interval``.
+    :param sleep: how a waiting process pauses between looks, in seconds of ``timer``.
     :raises ValueError: for an empty namespace, a ``lock_timeout`` under 1 ms,
         a ``poll_interval`` not above 0, or a negative ``wait_timeout`` or
         ``retry_interval``.
@@ -116,6 +118,7 @@ class RedisTokenStore:
         retry_interval: float = 30.0,
         wall_clock: Clock = time.time,
         timer: Clock = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if not isinstance(namespace, str) or not namespace:
             raise ValueError("namespace must be a non-empty string")
@@ -133,6 +136,7 @@ class RedisTokenStore:
         self.retry_interval = retry_interval
         self.wall_clock = wall_clock
         self.timer = timer
+        self.sleep = sleep
         self._release_lock = redis_client.register_script(_RELEASE)
         self._discard_token = redis_client.register_script(_DISCARD)
         self._retry_at = -math.inf
@@ -157,6 +161,8 @@ class RedisTokenStore:
         clock: Clock,
         *,
         replacing: str | None = None,
+        fresher_than: float | None = None,
+        deadline: float | None = None,
     ) -> CachedToken:
         """``key``'s token from Redis while it is fresh; else ``fetch()`` once for the fleet.
 
@@ -168,13 +174,25 @@ class RedisTokenStore:
         :param replacing: a token refreshed ahead of time: a stored token
             that is still this one counts as missing, so a whole fleet
             refreshing at once makes one token request.
+        :param fresher_than: a time on ``clock``: a stored token fetched no
+            later counts as missing (after a 401 it may predate a revocation).
+        :param deadline: a time on ``clock`` by which to return: the wait for
+            another process's fetch ends then, and once it has passed this
+            fetches without asking Redis (``None``: ``wait_timeout`` alone).
         """
+        wait = self.wait_timeout
+        if deadline is not None:
+            left = deadline - clock()
+            if left <= 0:
+                return fetch()
+            wait = min(wait, left)
         if not self._available():
             return fetch()
         token_key, lock_key = self._keys(key)
         owner = secrets.token_hex(16)
+        wanted = _Wanted(clock, replacing, fresher_than)
         try:
-            shared = self._token_or_lock(key, owner, clock, replacing)
+            shared = self._token_or_lock(key, owner, wait, wanted)
         except redis.RedisError as exc:
             self._unavailable(exc)
             return fetch()
@@ -197,35 +215,35 @@ class RedisTokenStore:
         return f"{self.namespace}:token:{name}", f"{self.namespace}:lock:{name}"
 
     def _token_or_lock(
-        self, key: CacheKey, owner: str, clock: Clock, replacing: str | None
+        self, key: CacheKey, owner: str, wait: float, wanted: _Wanted
     ) -> CachedToken | None:
-        """A fresh stored token other than ``replacing``, or ``None`` once ``owner``
-        holds the lock or the wait is over."""
+        """A stored token that is ``wanted``, or ``None`` once ``owner`` holds the
+        lock or ``wait`` seconds are over."""
         token_key, lock_key = self._keys(key)
-        deadline = self.timer() + self.wait_timeout
+        wait_until = self.timer() + wait
         lock_ms = round(self.lock_timeout * 1000)
         while True:
-            shared = self._load(token_key, clock, replacing)
+            shared = self._load(token_key, wanted)
             if shared is not None:
                 return shared
             if self.redis.set(lock_key, owner, nx=True, px=lock_ms):
-                shared = self._load(token_key, clock, replacing)  # stored just before the lock
+                shared = self._load(token_key, wanted)  # stored just before the lock
                 if shared is not None:
                     self._release_lock([lock_key], [owner])
                 return shared
-            remaining = deadline - self.timer()
+            remaining = wait_until - self.timer()
             if remaining <= 0:
                 log.warning(
                     "waited %.1f s for another process's token request for client %r; "
                     "making one here",
-                    self.wait_timeout,
+                    wait,
                     key[1],
                 )
                 return None
-            time.sleep(min(self.poll_interval, remaining))
+            self.sleep(min(self.poll_interval, remaining))
 
-    def _load(self, token_key: str, clock: Clock, replacing: str | None) -> CachedToken | None:
-        """The stored token if it is fresh and not ``replacing``, on ``clock``; else ``None``."""
+    def _load(self, token_key: str, wanted: _Wanted) -> CachedToken | None:
+        """The stored token, on ``wanted.clock``, if it is fresh and ``wanted``; else ``None``."""
         raw = self.redis.get(token_key)
         self._recovered()
         if raw is None:
@@ -237,12 +255,15 @@ class RedisTokenStore:
         except (ValueError, TypeError, KeyError):
             return None  # not ours, or from another version: the next fetch overwrites it
         now = self.wall_clock()
-        if not is_valid_token(access_token) or access_token == replacing or not now < stale_at:
+        offset = wanted.clock() - now
+        fetched_at += offset
+        if not (
+            is_valid_token(access_token)
+            and now < stale_at
+            and wanted.accepts(access_token, fetched_at)
+        ):
             return None
-        offset = clock() - now
-        return CachedToken(
-            access_token, fetched_at + offset, stale_at + offset, expires_at + offset
-        )
+        return CachedToken(access_token, fetched_at, stale_at + offset, expires_at + offset)
 
     def _save(self, token_key: str, cached: CachedToken, clock: Clock) -> None:
         """Store ``cached`` with wall-clock times; it expires in Redis when the token does."""
@@ -284,6 +305,21 @@ class RedisTokenStore:
         if self._failing:
             self._failing = False
             log.info("the token store's Redis is back; tokens are shared again")
+
+
+@dataclass(frozen=True)
+class _Wanted:
+    """Which stored token a call can use: times on ``clock``; not ``replacing``; fetched
+    after ``fresher_than``."""
+
+    clock: Clock
+    replacing: str | None
+    fresher_than: float | None
+
+    def accepts(self, access_token: str, fetched_at: float) -> bool:
+        return access_token != self.replacing and (
+            self.fresher_than is None or fetched_at > self.fresher_than
+        )
 
 
 def _unbounded_timeouts(redis_client: redis.Redis) -> list[str]:

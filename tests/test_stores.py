@@ -13,13 +13,14 @@ import subprocess
 import sys
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import redis
 
 from requests_piggy_auth import TokenCache
+from requests_piggy_auth.cache import CachedToken
 from requests_piggy_auth.oauth import Token
 from requests_piggy_auth.stores import RedisTimeoutWarning, RedisTokenStore
 from requests_piggy_auth.testing import FakeClock
@@ -327,6 +328,94 @@ def test_a_redis_error_after_the_fetch_does_not_cost_a_second_request(
     assert endpoint.issued == ["token-CANARY-0000"]
     assert client.keys() == [LOCK_KEY.encode()]  # left to expire: Redis is left alone now
     assert "NoPermissionError" in logs.messages[0]
+
+
+@pytest.mark.parametrize(
+    ("options", "missing"),
+    [
+        ({"socket_timeout": None}, "socket_timeout"),
+        (
+            {"socket_timeout": None, "socket_connect_timeout": None},
+            "socket_timeout or socket_connect_timeout",
+        ),
+    ],
+)
+def test_a_client_that_can_wait_for_ever_is_warned_about_when_the_store_is_made(
+    redis_server: RedisServer, options: dict[str, Any], missing: str
+) -> None:
+    hanging = redis_server.client(**options)
+
+    with pytest.warns(RedisTimeoutWarning) as warned:
+        RedisTokenStore(hanging)
+
+    [warning] = warned
+    assert warning.filename == __file__  # it points at the code that made the store
+    assert str(warning.message) == (
+        f"this Redis client has no {missing}, so a Redis that stops answering blocks "
+        "API calls for ever; give it timeouts: redis.Redis(..., socket_timeout=0.5, "
+        "socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 1))"
+    )
+
+
+def fetching(endpoint: Endpoint, clock: FakeClock) -> Callable[[], CachedToken]:
+    """``endpoint`` as a store's ``fetch``: its next token, timed on ``clock``."""
+
+    def fetch() -> CachedToken:
+        token = endpoint()
+        return CachedToken(token.access_token, clock(), clock() + 3570, clock() + 3600)
+
+    return fetch
+
+
+def test_a_call_waits_for_another_process_no_longer_than_its_deadline(
+    client: redis.Redis, wall: FakeClock, timer: FakeClock, endpoint: Endpoint, logs: Any
+) -> None:
+    client.set(LOCK_KEY, "another-process", px=60_000)
+    store = RedisTokenStore(
+        client, wait_timeout=60, poll_interval=1, wall_clock=wall, timer=timer, sleep=timer.sleep
+    )
+    clock = FakeClock(50_000.0)  # the cache's clock: the deadline is on it
+
+    cached = store.get(KEY, fetching(endpoint, clock), clock, deadline=clock() + 3.5)
+
+    assert cached.access_token == "token-CANARY-0000"
+    assert timer.sleeps == [1.0, 1.0, 1.0, 0.5]
+    assert client.get(LOCK_KEY) == b"another-process"
+    assert logs.messages == [
+        "waited 3.5 s for another process's token request for client 'client-1'; making one here"
+    ]
+
+
+def test_a_call_whose_deadline_has_passed_fetches_without_asking_redis(
+    client: redis.Redis, wall: FakeClock, timer: FakeClock, endpoint: Endpoint
+) -> None:
+    client.set(LOCK_KEY, "another-process", px=60_000)
+    store = RedisTokenStore(client, wall_clock=wall, timer=timer, sleep=timer.sleep)
+    clock = FakeClock()
+
+    cached = store.get(KEY, fetching(endpoint, clock), clock, deadline=clock())
+
+    assert cached.access_token == "token-CANARY-0000"
+    assert timer.sleeps == []
+    assert client.keys() == [LOCK_KEY.encode()]  # nothing read, locked or stored
+
+
+def test_a_stored_token_not_fetched_after_fresher_than_counts_as_missing(
+    store: RedisTokenStore, client: redis.Redis, wall: FakeClock, endpoint: Endpoint
+) -> None:
+    process(store).get(KEY, endpoint)  # stored at EPOCH
+    clock = FakeClock(50_000.0)  # another process's clock, which reads EPOCH as 50_000
+    wall.advance(5)
+    clock.advance(5)
+    unauthorized_at = clock()  # a 401 came back for a token that may be the stored one
+
+    after_401 = store.get(KEY, fetching(endpoint, clock), clock, fresher_than=unauthorized_at)
+    clock.advance(1)
+    later = store.get(KEY, fetching(endpoint, clock), clock, fresher_than=unauthorized_at - 1)
+
+    assert after_401.access_token == later.access_token == "token-CANARY-0001"
+    assert endpoint.issued == ["token-CANARY-0000", "token-CANARY-0001"]
+    assert json.loads(client.get(TOKEN_KEY))["access_token"] == "token-CANARY-0001"  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
