@@ -20,7 +20,10 @@ Redis when the token does.
 When Redis fails (refused, timed out, any :class:`redis.RedisError`), the
 cache carries on without it: tokens are fetched once per process, a warning
 is logged, and Redis is tried again ``retry_interval`` seconds later. A Redis
-error never fails an API call.
+error never fails an API call, and a lock is freed by its owner even then.
+Every wait is bounded: by the client's socket timeouts for each command (the
+store warns about a client without them) and by the call's deadline for the
+wait for another process's fetch.
 
 This module needs redis-py: ``pip install 'requests-piggy-auth[redis]'``.
 """
@@ -202,7 +205,7 @@ class RedisTokenStore:
             cached = fetch()
             self._quietly(self._save, token_key, cached, clock)
         finally:
-            self._quietly(self._release_lock, [lock_key], [owner])
+            self._attempt(self._release_lock, [lock_key], [owner])  # even when Redis just failed
         return cached
 
     def discard(self, key: CacheKey, access_token: str) -> None:
@@ -229,7 +232,7 @@ class RedisTokenStore:
             if self.redis.set(lock_key, owner, nx=True, px=lock_ms):
                 shared = self._load(token_key, wanted)  # stored just before the lock
                 if shared is not None:
-                    self._release_lock([lock_key], [owner])
+                    self._attempt(self._release_lock, [lock_key], [owner])
                 return shared
             remaining = wait_until - self.timer()
             if remaining <= 0:
@@ -276,9 +279,12 @@ class RedisTokenStore:
         self.redis.set(token_key, json.dumps(entry), px=ttl_ms)
 
     def _quietly(self, call: Callable[..., object], *args: Any) -> None:
-        """``call(*args)`` unless Redis is left alone; a Redis error is logged, not raised."""
-        if not self._available():
-            return
+        """:meth:`_attempt` ``call(*args)`` unless Redis is left alone."""
+        if self._available():
+            self._attempt(call, *args)
+
+    def _attempt(self, call: Callable[..., object], *args: Any) -> None:
+        """``call(*args)``; a Redis error is logged (once while Redis fails), not raised."""
         try:
             call(*args)
         except redis.RedisError as exc:

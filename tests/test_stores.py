@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -299,6 +301,20 @@ def test_evicting_while_redis_is_lost_still_evicts(
     assert len(logs.records) == 1
 
 
+def test_a_401_leaves_a_failed_redis_alone_until_retry_interval_has_passed(
+    store: RedisTokenStore, redis_server: RedisServer, client: redis.Redis, endpoint: Endpoint
+) -> None:
+    cache = process(store)
+    redis_server.kill()
+    assert cache.get(KEY, endpoint) == "token-CANARY-0000"
+    redis_server.start()
+    times = {"fetched_at": EPOCH, "stale_at": EPOCH + 3570, "expires_at": EPOCH + 3600}
+    client.set(TOKEN_KEY, json.dumps({"access_token": "token-CANARY-0000", **times}))
+
+    assert cache.evict(KEY, "token-CANARY-0000") is True
+    assert client.exists(TOKEN_KEY)  # Redis was not asked to delete it
+
+
 def test_a_slow_redis_times_out_and_the_call_goes_on(
     redis_server: RedisServer, client: redis.Redis, wall: FakeClock, endpoint: Endpoint, logs: Any
 ) -> None:
@@ -310,7 +326,7 @@ def test_a_slow_redis_times_out_and_the_call_goes_on(
     assert "TimeoutError" in logs.messages[0]
 
 
-def test_a_redis_error_after_the_fetch_does_not_cost_a_second_request(
+def test_a_redis_error_storing_the_token_frees_the_lock_and_costs_no_second_request(
     redis_server: RedisServer, client: redis.Redis, wall: FakeClock, endpoint: Endpoint, logs: Any
 ) -> None:
     # This user may take locks but only read tokens: storing the token fails.
@@ -326,35 +342,39 @@ def test_a_redis_error_after_the_fetch_does_not_cost_a_second_request(
 
     assert cache.get(KEY, endpoint) == "token-CANARY-0000"
     assert endpoint.issued == ["token-CANARY-0000"]
-    assert client.keys() == [LOCK_KEY.encode()]  # left to expire: Redis is left alone now
-    assert "NoPermissionError" in logs.messages[0]
+    assert client.keys() == []  # its owner freed the lock: no process waits for it to expire
+    [failed] = logs.messages
+    assert "NoPermissionError" in failed
 
 
-@pytest.mark.parametrize(
-    ("options", "missing"),
-    [
-        ({"socket_timeout": None}, "socket_timeout"),
-        (
-            {"socket_timeout": None, "socket_connect_timeout": None},
-            "socket_timeout or socket_connect_timeout",
-        ),
-    ],
-)
-def test_a_client_that_can_wait_for_ever_is_warned_about_when_the_store_is_made(
-    redis_server: RedisServer, options: dict[str, Any], missing: str
+def test_a_redis_that_stalls_while_the_token_is_stored_still_gets_the_lock_freed(
+    redis_server: RedisServer, client: redis.Redis, wall: FakeClock, endpoint: Endpoint, logs: Any
 ) -> None:
-    hanging = redis_server.client(**options)
+    assert redis_server.process is not None
+    pid = redis_server.process.pid
+    store = RedisTokenStore(redis_server.client(socket_timeout=0.2, retry=None), wall_clock=wall)
 
-    with pytest.warns(RedisTimeoutWarning) as warned:
-        RedisTokenStore(hanging)
+    def stalling() -> Token:
+        os.kill(pid, signal.SIGSTOP)  # Redis stops answering while the token is requested
+        return endpoint()
 
-    [warning] = warned
-    assert warning.filename == __file__  # it points at the code that made the store
-    assert str(warning.message) == (
-        f"this Redis client has no {missing}, so a Redis that stops answering blocks "
-        "API calls for ever; give it timeouts: redis.Redis(..., socket_timeout=0.5, "
-        "socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 1))"
-    )
+    class Resume(logging.Handler):
+        """Lets Redis go on once the store has given up storing the token."""
+
+        def emit(self, record: logging.LogRecord) -> None:
+            os.kill(pid, signal.SIGCONT)
+
+    library = logging.getLogger("requests_piggy_auth")
+    library.addHandler(resume := Resume(logging.WARNING))
+    try:
+        assert process(store).get(KEY, stalling) == "token-CANARY-0000"
+    finally:
+        library.removeHandler(resume)
+        os.kill(pid, signal.SIGCONT)
+
+    assert not client.exists(LOCK_KEY)
+    [timed_out] = logs.messages
+    assert "TimeoutError" in timed_out
 
 
 def fetching(endpoint: Endpoint, clock: FakeClock) -> Callable[[], CachedToken]:
