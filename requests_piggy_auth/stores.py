@@ -229,7 +229,7 @@ class RedisTokenStore:
             shared = self._load(token_key, wanted)
             if shared is not None:
                 return shared
-            if self.redis.set(lock_key, owner, nx=True, px=lock_ms):
+            if self._lock(lock_key, owner, lock_ms):
                 shared = self._load(token_key, wanted)  # stored just before the lock
                 if shared is not None:
                     self._attempt(self._release_lock, [lock_key], [owner])
@@ -244,6 +244,13 @@ class RedisTokenStore:
                 )
                 return None
             self.sleep(min(self.poll_interval, remaining))
+
+    def _lock(self, lock_key: str, owner: str, lock_ms: int) -> bool:
+        """Take the lock for ``owner``; also true when it is ``owner``'s already, as after
+        a ``SET NX`` whose reply was lost and that redis-py sent again."""
+        if self.redis.set(lock_key, owner, nx=True, px=lock_ms):
+            return True
+        return self.redis.get(lock_key) in (owner, owner.encode())
 
     def _load(self, token_key: str, wanted: _Wanted) -> CachedToken | None:
         """The stored token, on ``wanted.clock``, if it is fresh and ``wanted``; else ``None``."""

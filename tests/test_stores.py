@@ -27,7 +27,7 @@ from requests_piggy_auth.oauth import Token
 from requests_piggy_auth.stores import RedisTimeoutWarning, RedisTokenStore
 from requests_piggy_auth.testing import FakeClock
 
-from .redis_server import RedisServer
+from .redis_server import RedisServer, ReplyDropper
 from .test_refresh_ahead import refreshed
 
 #: ``(token_url, client_id, secret_fingerprint)``; ``Any`` until ``CacheKey`` has three parts.
@@ -375,6 +375,25 @@ def test_a_redis_that_stalls_while_the_token_is_stored_still_gets_the_lock_freed
     assert not client.exists(LOCK_KEY)
     [timed_out] = logs.messages
     assert "TimeoutError" in timed_out
+
+
+def test_a_lock_whose_reply_was_lost_is_known_to_be_its_own(
+    redis_server: RedisServer, wall: FakeClock, timer: FakeClock, endpoint: Endpoint, logs: Any
+) -> None:
+    set_lock = (b"\r\nSET\r\n", LOCK_KEY.encode(), b"\r\nNX\r\n")
+    with ReplyDropper(redis_server.port, *set_lock) as dropper:
+        proxied = redis_server.client(port=dropper.port)  # it resends a command once
+        store = RedisTokenStore(
+            proxied, poll_interval=1, wall_clock=wall, timer=timer, sleep=timer.sleep
+        )
+        token = process(store).get(KEY, endpoint)
+        proxied.close()
+
+    assert dropper.withheld == [b"+OK\r\n"]  # the first SET NX took the lock
+    assert token == "token-CANARY-0000"
+    assert timer.sleeps == []  # it did not wait for its own lock
+    assert logs.messages == []
+    assert redis_server.client().keys() == [TOKEN_KEY.encode()]
 
 
 def fetching(endpoint: Endpoint, clock: FakeClock) -> Callable[[], CachedToken]:
