@@ -6,6 +6,7 @@ clock, the shared Redis behind it.
 
 from __future__ import annotations
 
+import base64
 import importlib
 import json
 import logging
@@ -20,13 +21,15 @@ from typing import Any
 
 import pytest
 import redis
+import requests
 
-from requests_piggy_auth import TokenCache
+from requests_piggy_auth import ClientCredentialsAuth, TokenCache
 from requests_piggy_auth.cache import CachedToken
 from requests_piggy_auth.oauth import Token
 from requests_piggy_auth.stores import RedisTimeoutWarning, RedisTokenStore
-from requests_piggy_auth.testing import FakeClock
+from requests_piggy_auth.testing import FakeClock, FakePiggy
 
+from .conftest import API, CLIENT_ID, CLIENT_SECRET
 from .redis_server import RedisServer, ReplyDropper
 from .test_refresh_ahead import refreshed
 
@@ -491,6 +494,22 @@ def test_a_client_whose_connect_timeout_is_its_socket_timeout_is_not_warned_abou
         warnings.simplefilter("always")
         RedisTokenStore(redis_server.client(socket_connect_timeout=None))  # redis-py: 2.0 s
     assert warned == []
+
+
+def test_nothing_in_redis_gives_the_client_secret_away(
+    piggy: FakePiggy, redis_server: RedisServer, client: redis.Redis
+) -> None:
+    store = RedisTokenStore(redis_server.client())
+    auth = ClientCredentialsAuth(
+        CLIENT_ID, CLIENT_SECRET, base_url=piggy.url, cache=TokenCache(store=store)
+    )
+    assert requests.get(piggy.url + API, auth=auth, timeout=10).status_code == 200
+
+    stored = b"".join(name + client.get(name) for name in client.scan_iter())
+    secret = CLIENT_SECRET.encode()
+    assert b"access_token" in stored
+    for encoded in (secret, secret.hex().encode(), base64.b64encode(secret)):
+        assert encoded not in stored
 
 
 def test_a_client_that_decodes_responses_works_too(
