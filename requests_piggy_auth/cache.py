@@ -149,9 +149,13 @@ class TokenStore(Protocol):
         :param replacing: a token being refreshed ahead of time: while the
             shared token is still this one it counts as a miss, so the store
             replaces it (or returns the one another process replaced it with).
-        :param fresher_than: a shared token requested at or before this time
-            counts as a miss (it may predate a revocation).
-        :param deadline: when the store must have returned, waits included.
+        :param fresher_than: a time on ``clock``: a shared token whose request
+            was sent no later counts as a miss, like ``replacing`` (after a 401,
+            so a resend never gets a token that may predate a revocation).
+        :param deadline: a time on ``clock`` by which to return whatever happens:
+            the wait for another sharer's fetch ends then and ``fetch`` is
+            called; once it has passed, ``fetch`` is called at once
+            (``None``: only the store's own wait limit applies).
         """
 
     def discard(self, key: CacheKey, access_token: str) -> None:

@@ -20,7 +20,10 @@ Redis when the token does.
 When Redis fails (refused, timed out, any :class:`redis.RedisError`), the
 cache carries on without it: tokens are fetched once per process, a warning
 is logged, and Redis is tried again ``retry_interval`` seconds later. A Redis
-error never fails an API call.
+error never fails an API call, and a lock is freed by its owner even then.
+Every wait is bounded: by the client's socket timeouts for each command (the
+store warns about a client without them) and by the call's deadline for the
+wait for another process's fetch.
 
 This module needs redis-py: ``pip install 'requests-piggy-auth[redis]'``.
 """
@@ -32,7 +35,9 @@ import logging
 import math
 import secrets
 import time
+import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 try:
@@ -45,7 +50,7 @@ except ImportError as exc:
 from .cache import CachedToken, CacheKey, Clock
 from .oauth import is_valid_token
 
-__all__ = ["RedisTokenStore"]
+__all__ = ["RedisTimeoutWarning", "RedisTokenStore"]
 
 log = logging.getLogger("requests_piggy_auth")
 
@@ -72,6 +77,12 @@ return 0
 
 _TIMES = ("fetched_at", "stale_at", "expires_at")
 
+_TIMEOUTS = ("socket_timeout", "socket_connect_timeout")
+
+
+class RedisTimeoutWarning(UserWarning):
+    """A :class:`RedisTokenStore` was given a Redis client that can wait for ever."""
+
 
 class RedisTokenStore:
     """Tokens in Redis, shared by every process that uses the same Redis and namespace.
@@ -93,6 +104,7 @@ class RedisTokenStore:
         stored in Redis; the processes' machines must agree on it to well
         within the cache's ``leeway`` (NTP does).
     :param timer: a monotonic clock for waits and ``retry_interval``.
+    :param sleep: how a waiting process pauses between looks, in seconds of ``timer``.
     :raises ValueError: for an empty namespace, a ``lock_timeout`` under 1 ms,
         a ``poll_interval`` not above 0, or a negative ``wait_timeout`` or
         ``retry_interval``.
@@ -109,6 +121,7 @@ class RedisTokenStore:
         retry_interval: float = 30.0,
         wall_clock: Clock = time.time,
         timer: Clock = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if not isinstance(namespace, str) or not namespace:
             raise ValueError("namespace must be a non-empty string")
@@ -126,10 +139,20 @@ class RedisTokenStore:
         self.retry_interval = retry_interval
         self.wall_clock = wall_clock
         self.timer = timer
+        self.sleep = sleep
         self._release_lock = redis_client.register_script(_RELEASE)
         self._discard_token = redis_client.register_script(_DISCARD)
         self._retry_at = -math.inf
         self._failing = False
+        unbounded = _unbounded_timeouts(redis_client)
+        if unbounded:
+            warnings.warn(
+                f"this Redis client has no {' or '.join(unbounded)}, so a Redis that stops "
+                "answering blocks API calls for ever; give it timeouts: redis.Redis(..., "
+                "socket_timeout=0.5, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 1))",
+                RedisTimeoutWarning,
+                stacklevel=2,
+            )
 
     def __repr__(self) -> str:
         return f"RedisTokenStore(namespace={self.namespace!r})"
@@ -141,6 +164,8 @@ class RedisTokenStore:
         clock: Clock,
         *,
         replacing: str | None = None,
+        fresher_than: float | None = None,
+        deadline: float | None = None,
     ) -> CachedToken:
         """``key``'s token from Redis while it is fresh; else ``fetch()`` once for the fleet.
 
@@ -152,13 +177,25 @@ class RedisTokenStore:
         :param replacing: a token refreshed ahead of time: a stored token
             that is still this one counts as missing, so a whole fleet
             refreshing at once makes one token request.
+        :param fresher_than: a time on ``clock``: a stored token fetched no
+            later counts as missing (after a 401 it may predate a revocation).
+        :param deadline: a time on ``clock`` by which to return: the wait for
+            another process's fetch ends then, and once it has passed this
+            fetches without asking Redis (``None``: ``wait_timeout`` alone).
         """
+        wait = self.wait_timeout
+        if deadline is not None:
+            left = deadline - clock()
+            if left <= 0:
+                return fetch()
+            wait = min(wait, left)
         if not self._available():
             return fetch()
         token_key, lock_key = self._keys(key)
         owner = secrets.token_hex(16)
+        wanted = _Wanted(clock, replacing, fresher_than)
         try:
-            shared = self._token_or_lock(key, owner, clock, replacing)
+            shared = self._token_or_lock(key, owner, wait, wanted)
         except redis.RedisError as exc:
             self._unavailable(exc)
             return fetch()
@@ -168,7 +205,7 @@ class RedisTokenStore:
             cached = fetch()
             self._quietly(self._save, token_key, cached, clock)
         finally:
-            self._quietly(self._release_lock, [lock_key], [owner])
+            self._attempt(self._release_lock, [lock_key], [owner])  # even when Redis just failed
         return cached
 
     def discard(self, key: CacheKey, access_token: str) -> None:
@@ -181,35 +218,42 @@ class RedisTokenStore:
         return f"{self.namespace}:token:{name}", f"{self.namespace}:lock:{name}"
 
     def _token_or_lock(
-        self, key: CacheKey, owner: str, clock: Clock, replacing: str | None
+        self, key: CacheKey, owner: str, wait: float, wanted: _Wanted
     ) -> CachedToken | None:
-        """A fresh stored token other than ``replacing``, or ``None`` once ``owner``
-        holds the lock or the wait is over."""
+        """A stored token that is ``wanted``, or ``None`` once ``owner`` holds the
+        lock or ``wait`` seconds are over."""
         token_key, lock_key = self._keys(key)
-        deadline = self.timer() + self.wait_timeout
+        wait_until = self.timer() + wait
         lock_ms = round(self.lock_timeout * 1000)
         while True:
-            shared = self._load(token_key, clock, replacing)
+            shared = self._load(token_key, wanted)
             if shared is not None:
                 return shared
-            if self.redis.set(lock_key, owner, nx=True, px=lock_ms):
-                shared = self._load(token_key, clock, replacing)  # stored just before the lock
+            if self._lock(lock_key, owner, lock_ms):
+                shared = self._load(token_key, wanted)  # stored just before the lock
                 if shared is not None:
-                    self._release_lock([lock_key], [owner])
+                    self._attempt(self._release_lock, [lock_key], [owner])
                 return shared
-            remaining = deadline - self.timer()
+            remaining = wait_until - self.timer()
             if remaining <= 0:
                 log.warning(
                     "waited %.1f s for another process's token request for client %r; "
                     "making one here",
-                    self.wait_timeout,
+                    wait,
                     key[1],
                 )
                 return None
-            time.sleep(min(self.poll_interval, remaining))
+            self.sleep(min(self.poll_interval, remaining))
 
-    def _load(self, token_key: str, clock: Clock, replacing: str | None) -> CachedToken | None:
-        """The stored token if it is fresh and not ``replacing``, on ``clock``; else ``None``."""
+    def _lock(self, lock_key: str, owner: str, lock_ms: int) -> bool:
+        """Take the lock for ``owner``; also true when it is ``owner``'s already, as after
+        a ``SET NX`` whose reply was lost and that redis-py sent again."""
+        if self.redis.set(lock_key, owner, nx=True, px=lock_ms):
+            return True
+        return self.redis.get(lock_key) in (owner, owner.encode())
+
+    def _load(self, token_key: str, wanted: _Wanted) -> CachedToken | None:
+        """The stored token, on ``wanted.clock``, if it is fresh and ``wanted``; else ``None``."""
         raw = self.redis.get(token_key)
         self._recovered()
         if raw is None:
@@ -221,12 +265,15 @@ class RedisTokenStore:
         except (ValueError, TypeError, KeyError):
             return None  # not ours, or from another version: the next fetch overwrites it
         now = self.wall_clock()
-        if not is_valid_token(access_token) or access_token == replacing or not now < stale_at:
+        offset = wanted.clock() - now
+        fetched_at += offset
+        if not (
+            is_valid_token(access_token)
+            and now < stale_at
+            and wanted.accepts(access_token, fetched_at)
+        ):
             return None
-        offset = clock() - now
-        return CachedToken(
-            access_token, fetched_at + offset, stale_at + offset, expires_at + offset
-        )
+        return CachedToken(access_token, fetched_at, stale_at + offset, expires_at + offset)
 
     def _save(self, token_key: str, cached: CachedToken, clock: Clock) -> None:
         """Store ``cached`` with wall-clock times; it expires in Redis when the token does."""
@@ -239,9 +286,12 @@ class RedisTokenStore:
         self.redis.set(token_key, json.dumps(entry), px=ttl_ms)
 
     def _quietly(self, call: Callable[..., object], *args: Any) -> None:
-        """``call(*args)`` unless Redis is left alone; a Redis error is logged, not raised."""
-        if not self._available():
-            return
+        """:meth:`_attempt` ``call(*args)`` unless Redis is left alone."""
+        if self._available():
+            self._attempt(call, *args)
+
+    def _attempt(self, call: Callable[..., object], *args: Any) -> None:
+        """``call(*args)``; a Redis error is logged (once while Redis fails), not raised."""
         try:
             call(*args)
         except redis.RedisError as exc:
@@ -268,3 +318,29 @@ class RedisTokenStore:
         if self._failing:
             self._failing = False
             log.info("the token store's Redis is back; tokens are shared again")
+
+
+@dataclass(frozen=True)
+class _Wanted:
+    """Which stored token a call can use: times on ``clock``; not ``replacing``; fetched
+    after ``fresher_than``."""
+
+    clock: Clock
+    replacing: str | None
+    fresher_than: float | None
+
+    def accepts(self, access_token: str, fetched_at: float) -> bool:
+        return access_token != self.replacing and (
+            self.fresher_than is None or fetched_at > self.fresher_than
+        )
+
+
+def _unbounded_timeouts(redis_client: redis.Redis) -> list[str]:
+    """The socket timeouts that ``redis_client``'s connections lack.
+
+    Read from a connection made (not connected) as its pool makes them, so
+    redis-py's defaults and fallbacks, which differ between versions, count.
+    """
+    pool = redis_client.connection_pool
+    connection = pool.connection_class(**pool.connection_kwargs)
+    return [name for name in _TIMEOUTS if getattr(connection, name) is None]

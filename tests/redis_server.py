@@ -7,11 +7,14 @@ is not installed, except in CI (``CI=true``), where they fail instead.
 from __future__ import annotations
 
 import os
+import selectors
 import shutil
 import socket
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import pytest
@@ -35,14 +38,21 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def client(self, **options: Any) -> redis.Redis:
-        """A client with short timeouts and one quick retry, as the docs recommend."""
+    def client(
+        self, cls: type[redis.Redis] = redis.Redis, port: int = 0, **options: Any
+    ) -> redis.Redis:
+        """A client with short timeouts and one quick retry, as the docs recommend.
+
+        :param cls: ``redis.Redis`` or a subclass of it.
+        :param port: another port to connect to (such as a proxy's) than the server's.
+        """
         settings: dict[str, Any] = {
             "socket_timeout": 2.0,
             "socket_connect_timeout": 2.0,
             "retry": Retry(NoBackoff(), 1),
         }
-        return redis.Redis.from_url(self.url, **(settings | options))
+        url = f"redis://127.0.0.1:{port or self.port}/0"
+        return cls.from_url(url, **(settings | options))
 
     def start(self) -> None:
         """Start on a free port (the same port again after :meth:`kill`)."""
@@ -98,6 +108,83 @@ class RedisServer:
         assert self.process.stdout is not None
         self.process.stdout.close()
         self.process = None
+
+
+class ReplyDropper:
+    """A loopback TCP proxy to Redis that loses one reply.
+
+    It relays both ways, except that the first command holding every one of
+    ``markers`` goes to Redis and its reply does not come back: the proxy keeps
+    it in :attr:`withheld` and closes both connections, as a network would that
+    fails at that moment. A client that retries then sends the command again.
+    """
+
+    def __init__(self, redis_port: int, *markers: bytes) -> None:
+        self.redis_address = ("127.0.0.1", redis_port)
+        self.markers = markers
+        #: The replies that were not relayed.
+        self.withheld: list[bytes] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._wake, self._waker = socket.socketpair()
+        self._thread = threading.Thread(target=self._relay, name="reply-dropper")
+
+    def __enter__(self) -> ReplyDropper:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._waker.send(b"stop")
+        self._thread.join()
+        for sock in (self._listener, self._wake, self._waker):
+            sock.close()
+
+    def _relay(self) -> None:
+        selector = selectors.DefaultSelector()
+        selector.register(self._listener, selectors.EVENT_READ)
+        selector.register(self._wake, selectors.EVENT_READ)
+        peers: dict[socket.socket, socket.socket] = {}
+        clients: set[socket.socket] = set()
+        try:
+            while True:
+                for ready, _ in selector.select():
+                    sock: socket.socket = ready.fileobj  # type: ignore[assignment]
+                    if sock is self._wake:
+                        return
+                    if sock is self._listener:
+                        client, _ = sock.accept()
+                        server = socket.create_connection(self.redis_address)
+                        peers.update({client: server, server: client})
+                        clients.add(client)
+                        selector.register(client, selectors.EVENT_READ)
+                        selector.register(server, selectors.EVENT_READ)
+                    elif sock in peers:  # not closed earlier in this round
+                        peer = peers[sock]
+                        data = sock.recv(65536)
+                        if sock in clients and self._loses_reply_to(data):
+                            peer.sendall(data)
+                            self.withheld.append(peer.recv(65536))
+                            data = b""
+                        if data:
+                            peer.sendall(data)
+                        else:
+                            for end in (sock, peer):
+                                selector.unregister(end)
+                                end.close()
+                                del peers[end]
+                                clients.discard(end)
+        finally:
+            for sock in peers:
+                sock.close()
+            selector.close()
+
+    def _loses_reply_to(self, command: bytes) -> bool:
+        return not self.withheld and all(marker in command for marker in self.markers)
 
 
 def _free_port() -> int:

@@ -111,7 +111,7 @@ def constructors() -> dict[str, Callable[..., Any]]:
             value = getattr(module, public)
             if (
                 inspect.isclass(value)
-                and not issubclass(value, PiggyAuthError)
+                and not issubclass(value, (PiggyAuthError, Warning))
                 and value is not TokenStore
                 and public not in NOT_CONFIGURATION
                 and inspect.signature(value).parameters

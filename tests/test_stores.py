@@ -6,29 +6,37 @@ clock, the shared Redis behind it.
 
 from __future__ import annotations
 
+import base64
 import importlib
 import json
 import logging
+import os
+import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import redis
+import requests
 
-from requests_piggy_auth import TokenCache
+from requests_piggy_auth import ClientCredentialsAuth, TokenCache
+from requests_piggy_auth.cache import CachedToken
 from requests_piggy_auth.oauth import Token
-from requests_piggy_auth.stores import RedisTokenStore
-from requests_piggy_auth.testing import FakeClock
+from requests_piggy_auth.stores import RedisTimeoutWarning, RedisTokenStore
+from requests_piggy_auth.testing import FakeClock, FakePiggy
 
-from .redis_server import RedisServer
+from .conftest import API, CLIENT_ID, CLIENT_SECRET
+from .redis_server import RedisServer, ReplyDropper
 from .test_refresh_ahead import refreshed
 
-KEY = ("https://api.piggy.eu/oauth/token", "client-1")
-TOKEN_KEY = 'piggy-auth:token:["https://api.piggy.eu/oauth/token","client-1"]'
-LOCK_KEY = 'piggy-auth:lock:["https://api.piggy.eu/oauth/token","client-1"]'
+#: ``(token_url, client_id, secret_fingerprint)``; ``Any`` until ``CacheKey`` has three parts.
+KEY: Any = ("https://api.piggy.eu/oauth/token", "client-1", "5ec7e7f1" * 8)
+TOKEN_KEY = f'piggy-auth:token:["https://api.piggy.eu/oauth/token","client-1","{KEY[2]}"]'
+LOCK_KEY = f'piggy-auth:lock:["https://api.piggy.eu/oauth/token","client-1","{KEY[2]}"]'
 EPOCH = 1_800_000_000.0
 
 
@@ -189,7 +197,7 @@ def test_the_lock_winner_uses_a_token_stored_just_before_it_got_the_lock(
                 other_process.get(KEY, endpoint)
             return super().set(name, *args, **kwargs)
 
-    racing = Racing.from_url(redis_server.url)
+    racing = redis_server.client(Racing)
     assert process(RedisTokenStore(racing, wall_clock=wall)).get(KEY, endpoint) == (
         "token-CANARY-0000"
     )
@@ -296,6 +304,20 @@ def test_evicting_while_redis_is_lost_still_evicts(
     assert len(logs.records) == 1
 
 
+def test_a_401_leaves_a_failed_redis_alone_until_retry_interval_has_passed(
+    store: RedisTokenStore, redis_server: RedisServer, client: redis.Redis, endpoint: Endpoint
+) -> None:
+    cache = process(store)
+    redis_server.kill()
+    assert cache.get(KEY, endpoint) == "token-CANARY-0000"
+    redis_server.start()
+    times = {"fetched_at": EPOCH, "stale_at": EPOCH + 3570, "expires_at": EPOCH + 3600}
+    client.set(TOKEN_KEY, json.dumps({"access_token": "token-CANARY-0000", **times}))
+
+    assert cache.evict(KEY, "token-CANARY-0000") is True
+    assert client.exists(TOKEN_KEY)  # Redis was not asked to delete it
+
+
 def test_a_slow_redis_times_out_and_the_call_goes_on(
     redis_server: RedisServer, client: redis.Redis, wall: FakeClock, endpoint: Endpoint, logs: Any
 ) -> None:
@@ -307,7 +329,7 @@ def test_a_slow_redis_times_out_and_the_call_goes_on(
     assert "TimeoutError" in logs.messages[0]
 
 
-def test_a_redis_error_after_the_fetch_does_not_cost_a_second_request(
+def test_a_redis_error_storing_the_token_frees_the_lock_and_costs_no_second_request(
     redis_server: RedisServer, client: redis.Redis, wall: FakeClock, endpoint: Endpoint, logs: Any
 ) -> None:
     # This user may take locks but only read tokens: storing the token fails.
@@ -323,8 +345,171 @@ def test_a_redis_error_after_the_fetch_does_not_cost_a_second_request(
 
     assert cache.get(KEY, endpoint) == "token-CANARY-0000"
     assert endpoint.issued == ["token-CANARY-0000"]
-    assert client.keys() == [LOCK_KEY.encode()]  # left to expire: Redis is left alone now
-    assert "NoPermissionError" in logs.messages[0]
+    assert client.keys() == []  # its owner freed the lock: no process waits for it to expire
+    [failed] = logs.messages
+    assert "NoPermissionError" in failed
+
+
+def test_a_redis_that_stalls_while_the_token_is_stored_still_gets_the_lock_freed(
+    redis_server: RedisServer, client: redis.Redis, wall: FakeClock, endpoint: Endpoint, logs: Any
+) -> None:
+    assert redis_server.process is not None
+    pid = redis_server.process.pid
+    store = RedisTokenStore(redis_server.client(socket_timeout=0.2, retry=None), wall_clock=wall)
+
+    def stalling() -> Token:
+        os.kill(pid, signal.SIGSTOP)  # Redis stops answering while the token is requested
+        return endpoint()
+
+    class Resume(logging.Handler):
+        """Lets Redis go on once the store has given up storing the token."""
+
+        def emit(self, record: logging.LogRecord) -> None:
+            os.kill(pid, signal.SIGCONT)
+
+    library = logging.getLogger("requests_piggy_auth")
+    library.addHandler(resume := Resume(logging.WARNING))
+    try:
+        assert process(store).get(KEY, stalling) == "token-CANARY-0000"
+    finally:
+        library.removeHandler(resume)
+        os.kill(pid, signal.SIGCONT)
+
+    assert not client.exists(LOCK_KEY)
+    [timed_out] = logs.messages
+    assert "TimeoutError" in timed_out
+
+
+def test_a_lock_whose_reply_was_lost_is_known_to_be_its_own(
+    redis_server: RedisServer, wall: FakeClock, timer: FakeClock, endpoint: Endpoint, logs: Any
+) -> None:
+    set_lock = (b"\r\nSET\r\n", LOCK_KEY.encode(), b"\r\nNX\r\n")
+    with ReplyDropper(redis_server.port, *set_lock) as dropper:
+        proxied = redis_server.client(port=dropper.port)  # it resends a command once
+        store = RedisTokenStore(
+            proxied, poll_interval=1, wall_clock=wall, timer=timer, sleep=timer.sleep
+        )
+        token = process(store).get(KEY, endpoint)
+        proxied.close()
+
+    assert dropper.withheld == [b"+OK\r\n"]  # the first SET NX took the lock
+    assert token == "token-CANARY-0000"
+    assert timer.sleeps == []  # it did not wait for its own lock
+    assert logs.messages == []
+    assert redis_server.client().keys() == [TOKEN_KEY.encode()]
+
+
+def fetching(endpoint: Endpoint, clock: FakeClock) -> Callable[[], CachedToken]:
+    """``endpoint`` as a store's ``fetch``: its next token, timed on ``clock``."""
+
+    def fetch() -> CachedToken:
+        token = endpoint()
+        return CachedToken(token.access_token, clock(), clock() + 3570, clock() + 3600)
+
+    return fetch
+
+
+def test_a_call_waits_for_another_process_no_longer_than_its_deadline(
+    client: redis.Redis, wall: FakeClock, timer: FakeClock, endpoint: Endpoint, logs: Any
+) -> None:
+    client.set(LOCK_KEY, "another-process", px=60_000)
+    store = RedisTokenStore(
+        client, wait_timeout=60, poll_interval=1, wall_clock=wall, timer=timer, sleep=timer.sleep
+    )
+    clock = FakeClock(50_000.0)  # the cache's clock: the deadline is on it
+
+    cached = store.get(KEY, fetching(endpoint, clock), clock, deadline=clock() + 3.5)
+
+    assert cached.access_token == "token-CANARY-0000"
+    assert timer.sleeps == [1.0, 1.0, 1.0, 0.5]
+    assert client.get(LOCK_KEY) == b"another-process"
+    assert logs.messages == [
+        "waited 3.5 s for another process's token request for client 'client-1'; making one here"
+    ]
+
+
+def test_a_call_whose_deadline_has_passed_fetches_without_asking_redis(
+    client: redis.Redis, wall: FakeClock, timer: FakeClock, endpoint: Endpoint
+) -> None:
+    client.set(LOCK_KEY, "another-process", px=60_000)
+    store = RedisTokenStore(client, wall_clock=wall, timer=timer, sleep=timer.sleep)
+    clock = FakeClock()
+
+    cached = store.get(KEY, fetching(endpoint, clock), clock, deadline=clock())
+
+    assert cached.access_token == "token-CANARY-0000"
+    assert timer.sleeps == []
+    assert client.keys() == [LOCK_KEY.encode()]  # nothing read, locked or stored
+
+
+def test_a_stored_token_not_fetched_after_fresher_than_counts_as_missing(
+    store: RedisTokenStore, client: redis.Redis, wall: FakeClock, endpoint: Endpoint
+) -> None:
+    process(store).get(KEY, endpoint)  # stored at EPOCH
+    clock = FakeClock(50_000.0)  # another process's clock, which reads EPOCH as 50_000
+    wall.advance(5)
+    clock.advance(5)
+    unauthorized_at = clock()  # a 401 came back for a token that may be the stored one
+
+    after_401 = store.get(KEY, fetching(endpoint, clock), clock, fresher_than=unauthorized_at)
+    clock.advance(1)
+    later = store.get(KEY, fetching(endpoint, clock), clock, fresher_than=unauthorized_at - 1)
+
+    assert after_401.access_token == later.access_token == "token-CANARY-0001"
+    assert endpoint.issued == ["token-CANARY-0000", "token-CANARY-0001"]
+    assert json.loads(client.get(TOKEN_KEY))["access_token"] == "token-CANARY-0001"  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("options", "missing"),
+    [
+        ({"socket_timeout": None}, "socket_timeout"),
+        (
+            {"socket_timeout": None, "socket_connect_timeout": None},
+            "socket_timeout or socket_connect_timeout",
+        ),
+    ],
+)
+def test_a_client_that_can_wait_for_ever_is_warned_about_when_the_store_is_made(
+    redis_server: RedisServer, options: dict[str, Any], missing: str
+) -> None:
+    hanging = redis_server.client(**options)
+
+    with pytest.warns(RedisTimeoutWarning) as warned:
+        RedisTokenStore(hanging)
+
+    [warning] = warned
+    assert warning.filename == __file__  # it points at the code that made the store
+    assert str(warning.message) == (
+        f"this Redis client has no {missing}, so a Redis that stops answering blocks "
+        "API calls for ever; give it timeouts: redis.Redis(..., socket_timeout=0.5, "
+        "socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 1))"
+    )
+
+
+def test_a_client_whose_connect_timeout_is_its_socket_timeout_is_not_warned_about(
+    redis_server: RedisServer,
+) -> None:
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        RedisTokenStore(redis_server.client(socket_connect_timeout=None))  # redis-py: 2.0 s
+    assert warned == []
+
+
+def test_nothing_in_redis_gives_the_client_secret_away(
+    piggy: FakePiggy, redis_server: RedisServer, client: redis.Redis
+) -> None:
+    store = RedisTokenStore(redis_server.client())
+    auth = ClientCredentialsAuth(
+        CLIENT_ID, CLIENT_SECRET, base_url=piggy.url, cache=TokenCache(store=store)
+    )
+    assert requests.get(piggy.url + API, auth=auth, timeout=10).status_code == 200
+
+    stored = b"".join(name + client.get(name) for name in client.scan_iter())
+    secret = CLIENT_SECRET.encode()
+    assert b"access_token" in stored
+    for encoded in (secret, secret.hex().encode(), base64.b64encode(secret)):
+        assert encoded not in stored
 
 
 def test_a_client_that_decodes_responses_works_too(
@@ -407,9 +592,7 @@ def test_two_processes_refreshing_ahead_at_once_make_one_token_request(
         assert gate.wait(30)
         return endpoint()
 
-    watched = RedisTokenStore(
-        Watched.from_url(redis_server.url), poll_interval=0.001, wall_clock=wall
-    )
+    watched = RedisTokenStore(redis_server.client(Watched), poll_interval=0.001, wall_clock=wall)
     a_clock, b_clock = FakeClock(), FakeClock()
     a = process(store, a_clock, jitter=lambda: 0.0)
     b = process(watched, b_clock, jitter=lambda: 0.0)
