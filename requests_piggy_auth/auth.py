@@ -21,7 +21,7 @@ from requests.cookies import extract_cookies_to_jar
 
 from .cache import Lease, TokenCache, client_key, shared_cache
 from .challenges import token_rejected
-from .errors import TokenExpiredError, TokenRequestError
+from .errors import TokenExpiredError, token_request_failed
 from .oauth import (
     MAX_BODY,
     ClientCredentials,
@@ -300,7 +300,7 @@ class ClientCredentialsAuth(PiggyAuth):
                 body = read_at_most(response.iter_content(64 * 1024), MAX_BODY)
                 return TokenResponse(response.status_code, response.headers, body)
         except requests.RequestException as exc:
-            raise TokenRequestError(f"token request to {request.url} failed: {exc}") from exc
+            raise token_request_failed(request.url, exc) from None
 
 
 class PersonalAccessTokenAuth(PiggyAuth):

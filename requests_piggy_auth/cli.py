@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from http import HTTPStatus
 from typing import cast
 
 import requests
@@ -29,7 +30,14 @@ from .env import (
     PAT_VARIABLE,
     from_env,
 )
-from .errors import ConfigurationError, InvalidClientError, PiggyAuthError, TokenRequestError
+from .errors import (
+    ConfigurationError,
+    InvalidClientError,
+    PiggyAuthError,
+    TokenRequestError,
+    describe_failure,
+    reveals,
+)
 
 #: Timeout, in seconds, for ``piggy-auth get``.
 GET_TIMEOUT = 30.0
@@ -49,8 +57,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(f"{exc}; check {CLIENT_ID_VARIABLE} and {CLIENT_SECRET_VARIABLE}")
     except TokenRequestError as exc:
         return fail(f"{exc}; check {BASE_URL_VARIABLE} and that the API can be reached")
-    except (PiggyAuthError, requests.RequestException) as exc:
-        return fail(str(exc))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -128,14 +134,38 @@ def get_path(args: argparse.Namespace) -> int:
     url = api_url(auth, args.path)
     with requests.Session() as session:
         session.auth = auth
-        response = session.get(url, headers={"Accept": "application/json"}, timeout=GET_TIMEOUT)
-    try:
-        print(json.dumps(response.json(), indent=2, ensure_ascii=False))
-    except ValueError:
-        print(response.text)
+        try:
+            response = session.get(url, headers={"Accept": "application/json"}, timeout=GET_TIMEOUT)
+        except PiggyAuthError:
+            raise
+        except requests.RequestException as exc:  # its text may quote what a server echoed
+            return fail(
+                f"GET {url} {describe_failure(exc)}; check {BASE_URL_VARIABLE} and that the "
+                "API can be reached"
+            )
+    print(answer(response))
     if not response.ok:
-        return fail(f"GET {url} answered HTTP {response.status_code} {response.reason}")
+        return fail(f"GET {url} answered HTTP {status_line(response.status_code)}")
     return 0
+
+
+def answer(response: requests.Response) -> str:
+    """The API's answer to print: its JSON indented, or its text, with no token in it.
+
+    An answer that echoes a token the request carried shows it masked; one
+    that holds it in another encoding is withheld.
+    """
+    try:
+        text = json.dumps(response.json(), indent=2, ensure_ascii=False)
+    except ValueError:
+        text = response.text
+    headers = [r.request.headers.get("Authorization") for r in (*response.history, response)]
+    tokens = {h.removeprefix("Bearer ") for h in headers if isinstance(h, str)} - {""}
+    for token in tokens:
+        text = text.replace(token, mask(token))
+    if reveals(text, tokens, fragment=None):
+        return f"(the answer, {len(response.content)} bytes, is withheld: it holds the token)"
+    return text
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -162,6 +192,14 @@ def api_url(auth: PiggyAuth, path: str) -> str:
     if path.startswith(("http://", "https://")):
         return path
     return f"{auth.base_url}/{path.lstrip('/')}"
+
+
+def status_line(status: int) -> str:
+    """``status`` and its standard reason phrase (the server's own may echo anything)."""
+    try:
+        return f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return str(status)
 
 
 def mask(token: str) -> str:

@@ -26,18 +26,25 @@ def from_env(environ: Mapping[str, str] | None = None, **options: Any) -> PiggyA
     ``PIGGY_PERSONAL_ACCESS_TOKEN`` gives a :class:`PersonalAccessTokenAuth`;
     otherwise ``PIGGY_CLIENT_ID`` and ``PIGGY_CLIENT_SECRET`` give a
     :class:`ClientCredentialsAuth`. ``PIGGY_BASE_URL`` overrides the base URL.
+    Each value is stripped of surrounding whitespace (a newline from an env
+    file, say); a blank one counts as not set.
 
     :param environ: the variables to read; ``None`` for ``os.environ``.
     :param options: passed on to the auth class (``cache=``, ``timeout=``, ...).
     :raises ConfigurationError: when the variables are missing or invalid.
     """
     env = os.environ if environ is None else environ
-    base_url = env.get(BASE_URL_VARIABLE) or DEFAULT_BASE_URL
+    pat, client_id, secret, base_url = (
+        env.get(name, "").strip()
+        for name in (PAT_VARIABLE, CLIENT_ID_VARIABLE, CLIENT_SECRET_VARIABLE, BASE_URL_VARIABLE)
+    )
     try:
-        if env.get(PAT_VARIABLE):
-            return PersonalAccessTokenAuth(env[PAT_VARIABLE], base_url=base_url, **options)
+        if pat:
+            return PersonalAccessTokenAuth(pat, base_url=base_url or DEFAULT_BASE_URL, **options)
         missing = [
-            name for name in (CLIENT_ID_VARIABLE, CLIENT_SECRET_VARIABLE) if not env.get(name)
+            name
+            for name, value in ((CLIENT_ID_VARIABLE, client_id), (CLIENT_SECRET_VARIABLE, secret))
+            if not value
         ]
         if missing:
             raise ConfigurationError(
@@ -45,7 +52,7 @@ def from_env(environ: Mapping[str, str] | None = None, **options: Any) -> PiggyA
                 f"{CLIENT_ID_VARIABLE} and {CLIENT_SECRET_VARIABLE} (missing: {', '.join(missing)})"
             )
         return ClientCredentialsAuth(
-            env[CLIENT_ID_VARIABLE], env[CLIENT_SECRET_VARIABLE], base_url=base_url, **options
+            client_id, secret, base_url=base_url or DEFAULT_BASE_URL, **options
         )
     except ValueError as exc:
         if isinstance(exc, ConfigurationError):

@@ -8,7 +8,32 @@ client secret or a token.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import html
+import re
+from collections.abc import Iterable
+from urllib.parse import unquote, unquote_plus
+
 import requests
+import urllib3.exceptions
+
+#: Pieces of a secret this long or longer never show, so a cut-off echo is caught too.
+SECRET_FRAGMENT = 6
+#: Server text longer than this is never shown.
+_MAX_TEXT = 1000
+#: What looks like a token: 20 or more token characters with a letter and a digit.
+_TOKEN_LIKE = re.compile(r"(?=[\w.~+/=-]*\d)(?=[\w.~+/=-]*[A-Za-z])[\w.~+/=-]{20,}", re.ASCII)
+_JSON_ESCAPE = re.compile(r"\\(?:u([0-9a-fA-F]{4})|([\"\\/bfnrt]))")
+_JSON_CHARS = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+_BASE64 = re.compile(r"[A-Za-z0-9+/_-]{8,}")
+_TIMEOUTS = (TimeoutError, requests.Timeout, urllib3.exceptions.TimeoutError)
+_CONNECTION = (
+    ConnectionError,
+    requests.ConnectionError,
+    urllib3.exceptions.ProtocolError,
+    urllib3.exceptions.NewConnectionError,
+)
 
 
 class PiggyAuthError(requests.RequestException):
@@ -63,3 +88,109 @@ class TokenResponseError(TokenRequestError):
 
 class TokenExpiredError(PiggyAuthError):
     """A personal access token has passed its expiry date."""
+
+
+def describe_failure(exc: BaseException) -> str:
+    """How a request got no answer, from exception types alone, never their text.
+
+    Their text can quote what a hostile server sent back (the request itself,
+    with its secret or token), so only class names show, outermost first:
+    ``"timed out (ReadTimeout: ReadTimeoutError)"`` or
+    ``"failed: connection error (ConnectionError: ProtocolError: BadStatusLine)"``.
+    """
+    chain = _chain(exc)
+    names = ": ".join(dict.fromkeys(type(link).__name__ for link in chain))
+    if any(_timed_out(link) for link in chain):
+        return f"timed out ({names})"
+    if any(isinstance(link, _CONNECTION) for link in chain):
+        return f"failed: connection error ({names})"
+    return f"failed ({names})"
+
+
+def _timed_out(exc: BaseException) -> bool:
+    # urllib3's NewConnectionError is a ConnectTimeoutError for history's sake only.
+    return isinstance(exc, _TIMEOUTS) and not isinstance(exc, urllib3.exceptions.NewConnectionError)
+
+
+def token_request_failed(url: str, exc: BaseException) -> TokenRequestError:
+    """The error for a token request to ``url`` that got no answer: ``exc`` says why.
+
+    Raise it ``from None``: a chained ``exc`` would print its text in tracebacks.
+    """
+    return TokenRequestError(f"token request to {url} {describe_failure(exc)}")
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what it wraps: urllib3's ``reason``, an exception in ``args``, the cause."""
+    chain = [exc]
+    while True:
+        link = chain[-1]
+        inner = [getattr(link, "reason", None), *link.args, link.__cause__, link.__context__]
+        found = next((e for e in inner if isinstance(e, BaseException) and e not in chain), None)
+        if found is None:
+            return chain
+        chain.append(found)
+
+
+def reveals(text: str, secrets: Iterable[str], *, fragment: int | None = SECRET_FRAGMENT) -> bool:
+    """Whether ``text`` shows one of ``secrets`` in any encoding a server might apply.
+
+    JSON escapes (``\\/``, ``\\uXXXX``), percent-encoding, ``+`` for a space,
+    HTML entities and base64 are undone, in any combination. With
+    ``fragment``, any piece of a secret that long counts (a cut-off echo);
+    with ``None`` only a whole secret does.
+    """
+    pieces: set[str] = set()
+    for secret in secrets:
+        size = len(secret) if fragment is None else min(fragment, len(secret))
+        pieces.update(secret[i : i + size] for i in range(len(secret) - size + 1))
+    return any(piece in variant for variant in _decodings(text) for piece in pieces)
+
+
+def shown(text: str, *tokens: str, secrets: Iterable[str] = ()) -> bool:
+    """Whether server text may go into a message: short, without a secret or a token.
+
+    Besides ``secrets`` (in pieces) and ``tokens`` (whole), anything that looks
+    like a token (20 or more token characters with a letter and a digit) is
+    refused: it may be an access token this code never saw.
+    """
+    return not (
+        len(text) > _MAX_TEXT
+        or reveals(text, secrets)
+        or reveals(text, tokens, fragment=None)
+        or any(_TOKEN_LIKE.search(variant) for variant in _decodings(text))
+    )
+
+
+def _decodings(text: str) -> set[str]:
+    """``text`` and what it decodes to, one or two layers deep."""
+    seen = {text}
+    layer = {text}
+    for _ in range(2):
+        layer = {decoded for variant in layer for decoded in _decode(variant)} - seen
+        seen |= layer
+    return seen
+
+
+def _decode(text: str) -> list[str]:
+    return [
+        _JSON_ESCAPE.sub(_json_char, text),
+        unquote(text),
+        unquote_plus(text),
+        html.unescape(text),
+        *(_base64(run) for run in _BASE64.findall(text)),
+    ]
+
+
+def _json_char(match: re.Match[str]) -> str:
+    code, char = match.groups()
+    return chr(int(code, 16)) if code else _JSON_CHARS.get(char, char)
+
+
+def _base64(run: str) -> str:
+    """``run`` decoded as base64 (either alphabet), its bytes as Latin-1."""
+    padded = run.replace("-", "+").replace("_", "/") + "=" * (-len(run) % 4)
+    try:
+        return base64.b64decode(padded).decode("latin-1")
+    except binascii.Error:  # a length no base64 has
+        return ""

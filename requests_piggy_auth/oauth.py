@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 import requests
 
 from ._version import __version__
-from .errors import InvalidClientError, TokenRequestError, TokenResponseError
+from .errors import InvalidClientError, TokenRequestError, TokenResponseError, shown
 
 #: Token lifetimes are capped at one day; a longer one is simply renewed daily.
 MAX_LIFETIME = 86_400.0
@@ -28,6 +28,9 @@ USER_AGENT = f"requests-piggy-auth/{__version__} {requests.utils.default_user_ag
 _VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
 _NOT_PRINTABLE = re.compile(r"[\x00-\x1f\x7f]+")
 _EXCERPT_LENGTH = 200
+#: An OAuth ``error`` code worth repeating: a short word such as ``invalid_client``.
+_ERROR_CODE = re.compile(r"[A-Za-z0-9_.-]{1,40}")
+_WITHHELD = "withheld: it could hold a secret or a token"
 
 
 def is_valid_token(token: object) -> TypeGuard[str]:
@@ -122,10 +125,11 @@ class ClientCredentials:
         """
         status = response.status
         if 300 <= status < 400:
-            location = _printable(response.headers.get("Location", "nowhere"))
+            location = self._shown(response.headers.get("Location", "nowhere"))
             raise TokenRequestError(
                 f"token endpoint {self.token_url} answered HTTP {status} (a redirect to "
-                f"{location!r}); token requests never follow redirects, so check base_url",
+                f"{location or 'a location ' + _WITHHELD}); token requests never follow "
+                "redirects, so check base_url",
                 status=status,
             )
         if len(response.body) > MAX_BODY:
@@ -134,61 +138,113 @@ class ClientCredentials:
                 "stopped reading it",
                 status=status,
             )
-        if not 200 <= status < 300:
-            raise self._refusal(response)
         payload = json_value(response.body)
+        if not 200 <= status < 300:
+            raise self._refusal(response, payload)
         if not isinstance(payload, dict):
             raise TokenResponseError(
-                f"token endpoint answered HTTP {status} with {_describe_body(response, payload)}"
+                f"token endpoint answered HTTP {status} with {self._describe_body(response)}"
                 ", expected a JSON object with an access_token",
                 status=status,
             )
+        access_token = payload.get("access_token")
+        known = (access_token,) if isinstance(access_token, str) else ()
         token_type = payload.get("token_type", "Bearer")
         if not isinstance(token_type, str) or token_type.lower() != "bearer":
-            shown = repr(_printable(token_type)) if isinstance(token_type, str) else ""
+            kind = _describe(token_type)
+            if isinstance(token_type, str):
+                kind = repr(self._shown(token_type, *known) or f"{kind}, {_WITHHELD}")
             raise TokenResponseError(
-                f"token endpoint answered token_type {shown or _describe(token_type)}, "
-                "expected 'Bearer'",
-                status=status,
+                f"token endpoint answered token_type {kind}, expected 'Bearer'", status=status
             )
         if "access_token" not in payload:
             raise TokenResponseError(
                 "token endpoint answered without an access_token", status=status
             )
-        access_token = payload["access_token"]
         if not is_valid_token(access_token):
             raise TokenResponseError(
                 f"token endpoint answered an unusable access_token, {_describe(access_token)}; "
                 "it must be a non-empty string of visible ASCII characters",
                 status=status,
             )
-        return Token(access_token, _lifetime(payload.get("expires_in"), status))
+        expires_in = payload.get("expires_in")
+        try:
+            return Token(access_token, _lifetime(expires_in))
+        except ValueError:
+            said = self._shown(str(expires_in)[:40], access_token)
+            raise TokenResponseError(
+                f"token endpoint answered expires_in={said or _describe(expires_in)!r}; it "
+                "must be a positive number of seconds",
+                status=status,
+            ) from None
 
-    def _refusal(self, response: TokenResponse) -> TokenRequestError:
-        payload = json_value(response.body)
-        if not isinstance(payload, dict):
-            payload = {}
-        error, description = payload.get("error"), payload.get("error_description")
-        description = self._redact(description) if isinstance(description, str) else None
-        if response.status in (400, 401) and isinstance(error, str):
-            error = self._redact(error)
+    def _refusal(self, response: TokenResponse, payload: object) -> TokenRequestError:
+        """A non-2xx answer, told by its status and the fields that can be checked.
+
+        The body is never excerpted: only an OAuth ``error`` code that is a
+        short word, Piggy's numeric ``code`` and ``status_code``, and server
+        text (``error_description``, ``message``) that :func:`shown` lets through.
+        """
+        status = response.status
+        fields = payload if isinstance(payload, dict) else {}
+        error, description = fields.get("error"), fields.get("error_description")
+        code = error if isinstance(error, str) and _ERROR_CODE.fullmatch(error) else None
+        code = code and self._shown(code)
+        if status in (400, 401) and code:
+            text = self._shown(description) if isinstance(description, str) else None
+            said = self._said("error_description", description)
             return InvalidClientError(
-                f"token endpoint refused client {self.client_id!r}: HTTP {response.status} "
-                f"{error}" + (f" ({description})" if description else ""),
-                status=response.status,
-                error=error,
-                error_description=description,
+                f"token endpoint refused client {self.client_id!r}: HTTP {status} {code}"
+                + (f" ({text or said})" if said else ""),
+                status=status,
+                error=code,
+                error_description=text,
             )
-        excerpt = self._redact(response.body[: _EXCERPT_LENGTH * 4].decode("utf-8", "replace"))
+        details = [
+            (f"OAuth error {code}" if code else "an unrecognised OAuth error")
+            if isinstance(error, str)
+            else None,
+            self._said("error_description", description),
+            *(
+                f"{name} {fields[name]}"
+                for name in ("code", "status_code")
+                if _other(fields.get(name), status)
+            ),
+            self._said("message", fields.get("message")),
+        ]
+        said = "; ".join(detail for detail in details if detail)
         return TokenRequestError(
-            f"token endpoint answered HTTP {response.status}"
-            + (f": {excerpt!r}" if excerpt else " with an empty body"),
-            status=response.status,
+            f"token endpoint answered HTTP {status} "
+            + (f"({said})" if said else f"with {self._describe_body(response, 'no error')}"),
+            status=status,
         )
 
-    def _redact(self, text: str) -> str:
-        """Server text fit for a message: no secret, one line, not too long."""
-        return _printable(text.replace(self.client_secret, "[secret]"))
+    def _said(self, name: str, text: object) -> str | None:
+        """What to say of server text ``text`` in field ``name``; ``None`` if there is none."""
+        if not isinstance(text, str) or not text.strip():
+            return None
+        checked = self._shown(text)
+        return f"{name} {_WITHHELD}" if checked is None else f"{name} {checked!r}"
+
+    def _shown(self, text: str, *tokens: str) -> str | None:
+        """``text`` on one line, or ``None`` if it could hold the secret or a token."""
+        return _printable(text) if shown(text, *tokens, secrets=[self.client_secret]) else None
+
+    def _describe_body(self, response: TokenResponse, instead: str = "an object") -> str:
+        """What the body is, without showing it: ``instead`` is what a JSON one lacks."""
+        payload = json_value(response.body)
+        if not response.body.strip():
+            return "an empty body"
+        if payload is NOT_JSON:
+            content_type = self._shown(response.headers.get("Content-Type", "no content type"))
+            return (
+                f"a body that is not JSON ({content_type or 'a content type ' + _WITHHELD}, "
+                f"{len(response.body)} bytes)"
+            )
+        if isinstance(payload, dict):
+            return f"a JSON object with {instead}"
+        kind = "a JSON string" if isinstance(payload, str) else _describe(payload)
+        return f"{kind} instead of an object"
 
 
 #: What :func:`json_value` returns for a body that is not JSON.
@@ -201,16 +257,6 @@ def json_value(body: bytes) -> object:
         return json.loads(body)
     except (ValueError, RecursionError):  # also bad UTF-8, huge integers, deep nesting
         return NOT_JSON
-
-
-def _describe_body(response: TokenResponse, payload: object) -> str:
-    if not response.body.strip():
-        return "an empty body"
-    if payload is NOT_JSON:
-        content_type = _printable(response.headers.get("Content-Type", "no content type"))
-        return f"a body that is not JSON ({content_type}, {len(response.body)} bytes)"
-    kind = "a JSON string" if isinstance(payload, str) else _describe(payload)
-    return f"{kind} instead of an object"
 
 
 def _printable(text: str) -> str:
@@ -232,16 +278,18 @@ def _describe(value: object) -> str:
     return "JSON null" if value is None else f"a JSON {_JSON_TYPES[type(value)]}"
 
 
-def _lifetime(expires_in: object, status: int) -> float | None:
+def _other(number: object, status: int) -> bool:
+    """Whether ``number`` is an integer (not a boolean) other than ``status``."""
+    return type(number) is int and number != status
+
+
+def _lifetime(expires_in: object) -> float | None:
+    """``expires_in`` as seconds, capped at a day; ``ValueError`` unless it is positive."""
     if expires_in is None:
         return None
     seconds = _seconds(expires_in)
     if not seconds > 0:  # also false for NaN
-        raise TokenResponseError(
-            f"token endpoint answered expires_in={_printable(str(expires_in))[:40]!r}; it must "
-            "be a positive number of seconds",
-            status=status,
-        )
+        raise ValueError("expires_in must be a positive number of seconds")
     return min(seconds, MAX_LIFETIME)
 
 

@@ -18,7 +18,7 @@ from urllib3.exceptions import HTTPError, MaxRetryError
 from urllib3.util.retry import Retry
 
 from .auth import PiggyAuth, Timeout, read_at_most, rewinder, warn_not_resent
-from .errors import TokenRequestError
+from .errors import token_request_failed
 from .oauth import MAX_BODY, TokenRequest, TokenResponse
 
 try:
@@ -205,7 +205,7 @@ class AuthorizedHttp(RequestMethods):
                 response.close()  # a no-op once read to the end; else the rest is unread
                 response.release_conn()
         except HTTPError as exc:
-            raise TokenRequestError(f"token request to {request.url} failed: {exc}") from exc
+            raise token_request_failed(request.url, exc) from None
         return TokenResponse(response.status, response.headers, body)
 
 

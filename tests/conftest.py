@@ -6,6 +6,8 @@ A real redis-server comes from ``tests.redis_server``.
 from __future__ import annotations
 
 import socket
+import socketserver
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -59,6 +61,52 @@ def unreachable() -> str:
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         return f"http://127.0.0.1:{closed.getsockname()[1]}"
+
+
+class EchoHandler(socketserver.StreamRequestHandler):
+    """Reads one HTTP request, then answers with it as the status line, or with nothing."""
+
+    server: EchoServer
+
+    def handle(self) -> None:
+        head = b""
+        while not head.endswith(b"\r\n\r\n") and (line := self.rfile.readline()):
+            head += line
+        length = next(
+            (
+                int(line[15:])
+                for line in head.lower().splitlines()
+                if line.startswith(b"content-length:")
+            ),
+            0,
+        )
+        request = head + self.rfile.read(length)
+        if self.server.mode == "echo":
+            self.wfile.write(request.replace(b"\r\n", b" ") + b"\r\n\r\n")
+
+
+class EchoServer(socketserver.ThreadingTCPServer):
+    """A hostile loopback server: ``"echo"`` writes the request back as its status line
+    (``BadStatusLine``), ``"close"`` hangs up without answering (``RemoteDisconnected``)."""
+
+    daemon_threads = True
+    mode = "echo"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+@pytest.fixture
+def echo_server() -> Iterator[EchoServer]:
+    with EchoServer(("127.0.0.1", 0), EchoHandler) as server:
+        thread = threading.Thread(target=server.serve_forever, args=(0.05,))
+        thread.start()
+        try:
+            yield server
+        finally:
+            server.shutdown()
+            thread.join()
 
 
 @pytest.fixture(scope="session")

@@ -92,11 +92,14 @@ def test_token_with_a_personal_access_token(piggy: FakePiggy) -> None:
     assert piggy.log() == []
 
 
-def test_bad_credentials_exit_1_with_a_clear_message_and_no_secret(piggy: FakePiggy) -> None:
+@pytest.mark.parametrize("command", [["token"], ["get", API]])
+def test_bad_credentials_exit_1_with_a_clear_message_and_no_secret(
+    piggy: FakePiggy, command: list[str]
+) -> None:
     secret = "wrong-CANARY-secret"
     env = {"PIGGY_BASE_URL": piggy.url, "PIGGY_CLIENT_ID": CLIENT_ID, "PIGGY_CLIENT_SECRET": secret}
 
-    result = piggy_auth("token", env=env)
+    result = piggy_auth(*command, env=env)
 
     assert result.returncode == 1
     assert result.stdout == ""
@@ -147,7 +150,11 @@ def test_an_unreachable_api_with_a_personal_access_token_exits_1(unreachable: st
     result = piggy_auth("get", "/api/v3/oauth/clients/contacts", env=env)
 
     assert result.returncode == 1
-    assert result.stderr.startswith("piggy-auth: HTTPConnectionPool(host='127.0.0.1'")
+    assert result.stderr == (
+        f"piggy-auth: GET {url}/api/v3/oauth/clients/contacts failed: connection error "
+        "(ConnectionError: MaxRetryError: NewConnectionError: ConnectionRefusedError); "
+        "check PIGGY_BASE_URL and that the API can be reached\n"
+    )
     assert PAT not in result.stderr
 
 
@@ -171,7 +178,7 @@ def test_get_an_error_exits_1_after_printing_the_answer(
 
     assert result.returncode == 1
     assert json.loads(result.stdout)["message"] == "Contact not found."
-    assert result.stderr == f"piggy-auth: GET {url} answered HTTP 404 NOT FOUND\n"
+    assert result.stderr == f"piggy-auth: GET {url} answered HTTP 404 Not Found\n"
 
 
 def test_get_prints_a_body_that_is_not_json_as_it_is(

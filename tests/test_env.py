@@ -11,6 +11,9 @@ from requests_piggy_auth import (
     TokenCache,
     from_env,
 )
+from requests_piggy_auth.testing import FakePiggy
+
+from .conftest import CLIENT_ID, CLIENT_SECRET
 
 
 def test_a_personal_access_token_wins() -> None:
@@ -56,6 +59,34 @@ def test_missing_variables_are_named(environ: dict[str, str], missing: str) -> N
         from_env(environ)
     assert missing in str(raised.value)
     assert isinstance(raised.value, ValueError)
+
+
+def test_values_are_stripped(piggy: FakePiggy, cache: TokenCache) -> None:
+    environ = {
+        "PIGGY_BASE_URL": f" {piggy.url}/\n",
+        "PIGGY_CLIENT_ID": f"{CLIENT_ID}\r\n",
+        "PIGGY_CLIENT_SECRET": f"\t{CLIENT_SECRET} ",
+        "PIGGY_PERSONAL_ACCESS_TOKEN": " \n",  # blank: not set
+    }
+
+    auth = from_env(environ, cache=cache)
+
+    assert isinstance(auth, ClientCredentialsAuth)
+    assert (auth.base_url, auth.client_id) == (piggy.url, CLIENT_ID)
+    assert auth.token() == piggy.tokens()[0]
+    pat = from_env({"PIGGY_PERSONAL_ACCESS_TOKEN": "pat\n"})
+    assert pat.token() == "pat"
+
+
+def test_blank_credentials_are_missing() -> None:
+    with pytest.raises(ConfigurationError, match="missing: PIGGY_CLIENT_SECRET"):
+        from_env({"PIGGY_CLIENT_ID": "id", "PIGGY_CLIENT_SECRET": " \n"})
+
+
+def test_a_base_url_with_a_password_is_refused_without_showing_it() -> None:
+    with pytest.raises(ConfigurationError, match="base_url must not hold a user name") as raised:
+        from_env({"PIGGY_PERSONAL_ACCESS_TOKEN": "pat", "PIGGY_BASE_URL": "https://a:pa55@x.eu"})
+    assert "pa55" not in str(raised.value)
 
 
 def test_invalid_settings_are_a_configuration_error() -> None:

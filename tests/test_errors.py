@@ -21,6 +21,7 @@ from requests_piggy_auth import (
 )
 from requests_piggy_auth.oauth import MAX_LIFETIME
 from requests_piggy_auth.testing import FakeClock, FakePiggy, json_response
+from requests_piggy_auth.urllib3 import AuthorizedHttp
 
 from .conftest import API, CLIENT_ID, CLIENT_SECRET, MakeAuth, answer
 
@@ -36,7 +37,7 @@ CASES: list[tuple[str, Callable[[], Response], type[TokenRequestError], str]] = 
         "server-error",
         lambda: json_response({"message": f"boom, your secret was {CLIENT_SECRET}"}, 500),
         TokenRequestError,
-        "HTTP 500",
+        "HTTP 500 (message withheld: it could hold a secret or a token)",
     ),
     ("html", html, TokenResponseError, "a body that is not JSON (text/html, 17 bytes)"),
     ("empty", lambda: Response(b"", 200), TokenResponseError, "with an empty body"),
@@ -128,7 +129,7 @@ CASES: list[tuple[str, Callable[[], Response], type[TokenRequestError], str]] = 
         "unauthenticated-without-oauth-error",
         lambda: json_response({"message": "Unauthenticated."}, 401),
         TokenRequestError,
-        "Unauthenticated",
+        "HTTP 401 (message 'Unauthenticated.')",
     ),
     (
         "deeply-nested-json",
@@ -259,23 +260,68 @@ def test_wrong_secret_is_an_invalid_client_error(
     assert len(cache) == 0
 
 
-def test_an_oauth_error_echoing_the_secret_is_redacted(
-    piggy: FakePiggy, auth: ClientCredentialsAuth
+@pytest.mark.parametrize(
+    ("description", "shown"),
+    [
+        ("Client authentication failed", "Client authentication failed"),
+        (f"bad secret {CLIENT_SECRET}", None),
+        (f"bad secret {CLIENT_SECRET[:-3]}", None),  # a piece of it is enough
+        ("bad secret czNjcmV0LUNBTkFSWS01ZWNyZXQ=", None),  # base64
+        ("the token eyJ0eXAiOiJKV1QiLCJhbGciOi is revoked", None),  # looks like a token
+        ("x" * 1001, None),
+    ],
+    ids=["plain", "secret", "piece", "base64", "token-like", "long"],
+)
+def test_an_oauth_error_description_is_shown_only_when_it_cannot_hold_a_secret(
+    piggy: FakePiggy, auth: ClientCredentialsAuth, description: str, shown: str | None
 ) -> None:
-    piggy.fault_token_endpoint(
-        lambda request: json_response(
-            {"error": "invalid_grant", "error_description": f"bad secret {CLIENT_SECRET}"}, 400
-        )
-    )
+    refusal = {"error": "invalid_grant", "error_description": description}
+    piggy.fault_token_endpoint(answer(json_response(refusal, 400)))
 
     with pytest.raises(InvalidClientError) as raised:
         auth.token()
 
-    assert raised.value.error_description == "bad secret [secret]"
-    assert raised.value.status == 400
+    assert raised.value.error_description == shown
+    assert (raised.value.status, raised.value.error) == (400, "invalid_grant")
+    said = shown or "error_description withheld: it could hold a secret or a token"
+    assert str(raised.value).endswith(f"HTTP 400 invalid_grant ({said})")
 
 
-def test_a_connection_failure_is_a_token_request_error_chained_from_requests(
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (
+            {"error": "in valid", "error_description": "x"},
+            "HTTP 401 (an unrecognised OAuth error; ",
+        ),
+        ({"error": "a" * 41}, "HTTP 401 (an unrecognised OAuth error)"),
+        ({"error": "server_error"}, "HTTP 500 (OAuth error server_error)"),
+        ({"status_code": 599, "code": 4012, "message": "Busy"}, "(code 4012; status_code 599; "),
+        ({"status_code": True, "code": "4012"}, "HTTP 500 with a JSON object with no error"),
+        ({"message": " "}, "HTTP 500 with a JSON object with no error"),
+        ([1], "HTTP 500 with a JSON array instead of an object"),
+    ],
+    ids=["code-with-space", "long-code", "5xx-code", "numbers", "not-numbers", "blank", "array"],
+)
+def test_a_refusal_says_its_status_and_only_the_fields_that_can_be_checked(
+    piggy: FakePiggy, plain_auth: ClientCredentialsAuth, body: object, says: str
+) -> None:
+    status = (
+        401
+        if isinstance(body, dict) and body.get("error", "server_error") != "server_error"
+        else 500
+    )
+    piggy.fault_token_endpoint(answer(json_response(body, status)))
+
+    with pytest.raises(TokenRequestError) as raised:
+        plain_auth.token()
+
+    assert type(raised.value) is TokenRequestError
+    assert raised.value.status == status
+    assert says in str(raised.value)
+
+
+def test_a_connection_failure_is_a_token_request_error_naming_its_type(
     make_auth: MakeAuth, unreachable: str
 ) -> None:
     auth = make_auth(base_url=unreachable, retry=RetryPolicy(total=0))
@@ -284,12 +330,18 @@ def test_a_connection_failure_is_a_token_request_error_chained_from_requests(
         auth.token()
 
     assert raised.value.status is None
-    assert isinstance(raised.value.__cause__, requests.ConnectionError)
-    assert "token request to http://127.0.0.1" in str(raised.value)
+    assert str(raised.value) == (
+        f"token request to {unreachable}/oauth/token failed: connection error (ConnectionError: "
+        "MaxRetryError: NewConnectionError: ConnectionRefusedError)"
+    )
+    assert raised.value.__cause__ is None  # its text could quote what a server sent
+    assert raised.value.__suppress_context__
     assert_no_secrets(raised.value, auth, "")
 
 
-def test_a_timeout_is_a_token_request_error(piggy: FakePiggy, make_auth: MakeAuth) -> None:
+def test_a_timeout_is_a_token_request_error_that_says_it_timed_out(
+    piggy: FakePiggy, make_auth: MakeAuth
+) -> None:
     hold = piggy.hold()
     auth = make_auth(timeout=0.2, retry=RetryPolicy(total=0))  # retried: test_retry.py
     try:
@@ -298,7 +350,33 @@ def test_a_timeout_is_a_token_request_error(piggy: FakePiggy, make_auth: MakeAut
     finally:
         hold.release()
 
-    assert isinstance(raised.value.__cause__, requests.Timeout)
+    assert str(raised.value) == (
+        f"token request to {auth.token_url} timed out (ReadTimeout: ReadTimeoutError: TimeoutError)"
+    )
+    assert raised.value.__cause__ is None
+
+
+@pytest.mark.parametrize("transport", ["requests", "urllib3"])
+def test_an_answer_that_cannot_be_decoded_is_a_token_request_error_naming_its_type(
+    piggy: FakePiggy, plain_auth: ClientCredentialsAuth, transport: str
+) -> None:
+    garbled = Response(b"not gzip", 200, {"Content-Encoding": "gzip"})
+    piggy.fault_token_endpoint(answer(garbled))
+
+    def through_urllib3() -> object:
+        with AuthorizedHttp(plain_auth) as http:
+            return http.request("GET", piggy.url + API)
+
+    with pytest.raises(TokenRequestError) as raised:
+        {"requests": plain_auth.token, "urllib3": through_urllib3}[transport]()
+
+    assert raised.value.status is None
+    assert str(raised.value).endswith(
+        {"requests": "failed (ContentDecodingError: DecodeError: error)"}.get(
+            transport, "failed (DecodeError: error)"
+        )
+    )
+    assert raised.value.__cause__ is None
 
 
 def test_an_oversized_token_response_stops_being_read(

@@ -82,6 +82,37 @@ def test_other_base_urls_are_refused(base_url: str, says: str) -> None:
         ClientCredentialsAuth("id", "secret", base_url=base_url)
 
 
+@pytest.mark.parametrize(
+    ("base_url", "says"),
+    [
+        (
+            "https://api.piggy.eu\n",
+            "must not contain whitespace or control characters ('\\n' at 20)",
+        ),
+        ("https://api.piggy.eu/ ", "must not contain whitespace or control characters (' ' at 21)"),
+        (
+            "https://api.pi\tggy.eu",
+            "must not contain whitespace or control characters ('\\t' at 14)",
+        ),
+        ("https://api.piggy.eu\x00", "must not contain whitespace or control characters"),
+        ("https://api.piggy.eu/?page=1", "must not have a query (from '?')"),
+        ("https://api.piggy.eu#top", "must not have a fragment (from '#')"),
+        ("https://ann:pa55word@api.piggy.eu", "must not hold a user name or password (user:pass@)"),
+        ("https://pa55word@api.piggy.eu/x", "must not hold a user name or password (user:pass@)"),
+        ("ann:pa55word@api.piggy.eu", "must be an absolute http(s) URL, got a URL not shown"),
+    ],
+)
+def test_base_urls_that_would_break_the_token_url_are_refused(base_url: str, says: str) -> None:
+    for make in (
+        lambda: ClientCredentialsAuth("id", "secret", base_url=base_url),
+        lambda: PersonalAccessTokenAuth("t", base_url=base_url),
+        lambda: PersonalAccessTokenAuth("t", allowed_origins=[base_url]),
+    ):
+        with pytest.raises(ValueError, match=re.escape(says)) as raised:
+            make()
+        assert "pa55word" not in str(raised.value)
+
+
 def test_allowed_origins() -> None:
     auth = PersonalAccessTokenAuth("t", allowed_origins="https://other.piggy.eu")
 

@@ -16,6 +16,7 @@ from requests_piggy_auth import (
     TokenRequestError,
     TokenResponseError,
 )
+from requests_piggy_auth.errors import token_request_failed
 from requests_piggy_auth.oauth import TokenRequest, TokenResponse, TokenSender
 from requests_piggy_auth.testing import FakeClock, FakePiggy, Fault, Status, json_response
 
@@ -178,7 +179,7 @@ def urllib3_sender(pool: urllib3.PoolManager) -> TokenSender:
                 retries=False,
             )
         except urllib3.exceptions.HTTPError as exc:
-            raise TokenRequestError(f"token request to {request.url} failed: {exc}") from exc
+            raise token_request_failed(request.url, exc) from None
         return TokenResponse(response.status, response.headers, response.data)
 
     return send

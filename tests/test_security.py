@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import base64
+import html
+import json
 import logging
 import traceback
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
+from typing import Literal
+from urllib.parse import quote, quote_plus
 
 import pytest
 import requests
 from pytest_httpserver import HTTPServer
-from werkzeug import Response
+from werkzeug import Request, Response
 
 from requests_piggy_auth import (
     ClientCredentialsAuth,
     ConfigurationError,
     PersonalAccessTokenAuth,
     RetryPolicy,
+    TokenCache,
     TokenExpiredError,
     TokenRequestError,
     from_env,
@@ -25,18 +31,47 @@ from requests_piggy_auth.oauth import Token, TokenResponse
 from requests_piggy_auth.testing import FakeClock, FakePiggy, Status, json_response
 from requests_piggy_auth.urllib3 import AuthorizedHttp
 
-from .conftest import API, CLIENT_ID, CLIENT_SECRET, MakeAuth, answer, fetch_held, invalid_token
+from .conftest import (
+    API,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    EchoServer,
+    MakeAuth,
+    answer,
+    fetch_held,
+    invalid_token,
+)
+from .test_cli import piggy_auth
 
 CANARY_TOKEN = "tok-CANARY-1b2c3d4e5f"
+#: A secret whose JSON, percent, form, HTML and base64 encodings all differ from it.
+ECHO_SECRET = "s3cr/et+Qz7&<x=y> k9"
+ECHO_CLIENT = "echo-client"
+#: The shortest piece of a secret that must never show (a cut-off echo).
+FRAGMENT = 6
+
+
+def encodings(secret: str) -> dict[str, str]:
+    """``secret`` as a server might echo it back."""
+    return {
+        "plain": secret,
+        "json-escaped": json.dumps(secret)[1:-1].replace("/", "\\/"),  # as PHP escapes it
+        "unicode-escaped": "".join(f"\\u{ord(c):04x}" for c in secret),
+        "percent-encoded": quote(secret, safe=""),
+        "form-encoded": quote_plus(secret),
+        "html-escaped": html.escape(secret),
+        "base64": base64.b64encode(secret.encode()).decode(),
+    }
 
 
 class Exposure:
-    """Everything a user or an operator could see: errors, logs, reprs."""
+    """Everything a user or an operator could see: errors, logs, reprs, CLI output."""
 
     def __init__(self, caplog: pytest.LogCaptureFixture) -> None:
         self.caplog = caplog
         self.errors: list[BaseException] = []
         self.objects: list[object] = []
+        self.outputs: list[str] = []
 
     def error(self, call: Callable[[], object]) -> BaseException:
         """Run ``call``, which must raise, and keep what it raised."""
@@ -46,21 +81,38 @@ class Exposure:
         return caught.value
 
     def text(self) -> str:
-        seen = [self.caplog.text, *map(repr, self.objects)]
+        seen = [self.caplog.text, *map(repr, self.objects), *self.outputs]
         for error in self.errors:
             seen += [str(error), repr(error), *traceback.format_exception(error)]
         return "\n".join(seen)
 
     def assert_hidden(self, *tokens: str) -> None:
+        """No secret in any encoding, no piece of the echoed one, no token whole or in half."""
         text = self.text()
-        for canary in (CLIENT_SECRET, CANARY_TOKEN, *tokens):
-            assert canary not in text
+        for secret in (CLIENT_SECRET, ECHO_SECRET):
+            for encoded in encodings(secret).values():
+                assert encoded not in text
+        for start in range(len(ECHO_SECRET) - FRAGMENT + 1):
+            assert ECHO_SECRET[start : start + FRAGMENT] not in text
+        for token in (CANARY_TOKEN, *tokens):
+            assert token not in text
+            assert token[: len(token) // 2] not in text
 
 
 @pytest.fixture
 def exposure(caplog: pytest.LogCaptureFixture) -> Iterator[Exposure]:
-    with caplog.at_level(logging.DEBUG):
+    with caplog.at_level(logging.DEBUG), caplog.at_level(logging.DEBUG, "requests_piggy_auth"):
         yield Exposure(caplog)
+
+
+@pytest.fixture
+def echo_auth(piggy: FakePiggy, cache: TokenCache, clock: FakeClock) -> ClientCredentialsAuth:
+    """A client whose secret's encodings all differ, retrying on the fake clock."""
+    piggy.add_client(ECHO_CLIENT, ECHO_SECRET)
+    retry = RetryPolicy(sleep=clock.sleep, clock=clock)
+    return ClientCredentialsAuth(
+        ECHO_CLIENT, ECHO_SECRET, base_url=piggy.url, cache=cache, retry=retry
+    )
 
 
 def test_canaries_hidden_when_the_endpoint_echoes_the_secret(
@@ -77,6 +129,145 @@ def test_canaries_hidden_when_the_endpoint_echoes_the_secret(
     exposure.objects += [auth, auth.cache, auth.grant, auth.grant.token_request()]
 
     exposure.assert_hidden()
+
+
+ECHOES = {
+    "oauth-error": lambda echo: json_response(
+        {"error": "invalid_client", "error_description": f"client_secret={echo} is wrong"}, 401
+    ),
+    "piggy-error": lambda echo: json_response(
+        {"status_code": 500, "code": 500, "message": f"client_secret={echo}", "errors": {}}, 500
+    ),
+    "html-page": lambda echo: Response(f"<p>got {echo}</p>", 502, content_type="text/html"),
+    "redirect": lambda echo: Response("", 302, {"Location": f"/login?client_secret={echo}"}),
+    "token-type": lambda echo: json_response({"access_token": "ok", "token_type": echo}),
+    "expires-in": lambda echo: json_response({"access_token": "ok", "expires_in": echo}),
+    "content-type": lambda echo: Response("<p>ok</p>", 200, content_type=f"text/{echo}"),
+}
+
+
+@pytest.mark.parametrize("encoding", list(encodings(ECHO_SECRET)))
+@pytest.mark.parametrize("shape", list(ECHOES))
+def test_canaries_hidden_when_the_endpoint_echoes_the_secret_encoded(
+    piggy: FakePiggy,
+    echo_auth: ClientCredentialsAuth,
+    exposure: Exposure,
+    shape: str,
+    encoding: str,
+) -> None:
+    piggy.fault_token_endpoint(answer(ECHOES[shape](encodings(ECHO_SECRET)[encoding])))
+    error = exposure.error(echo_auth.token)
+    exposure.error(echo_auth.token)  # cooling down, chained to the first failure
+
+    assert isinstance(error, TokenRequestError)
+    exposure.assert_hidden()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [("x" * 191 + ECHO_SECRET)[:200], " " * 792 + ECHO_SECRET],
+    ids=["cut-at-200", "cut-at-800"],
+)
+def test_canaries_hidden_when_an_echo_is_cut_at_an_excerpt_boundary(
+    piggy: FakePiggy, echo_auth: ClientCredentialsAuth, exposure: Exposure, body: str
+) -> None:
+    piggy.fault_token_endpoint(answer(Response(body, 500)))
+    exposure.error(echo_auth.token)
+
+    exposure.assert_hidden()
+
+
+def test_canaries_hidden_when_an_error_echoes_an_issued_token(
+    piggy: FakePiggy, auth: ClientCredentialsAuth, exposure: Exposure
+) -> None:
+    issued = auth.token()
+    echo = f"token {issued} is still valid"
+    refusal = {"error": "invalid_client", "error_description": echo}
+    piggy.fault_token_endpoint(answer(json_response(refusal, 401)), times=1)
+    exposure.error(auth.fetch_token)
+    piggy.fault_token_endpoint(answer(json_response({"message": echo}, 503)))
+    exposure.error(auth.fetch_token)
+
+    exposure.assert_hidden(issued)
+
+
+@pytest.mark.parametrize("mode", ["echo", "close"])
+@pytest.mark.parametrize("request_format", ["json", "form"])
+@pytest.mark.parametrize("transport", ["requests", "urllib3"])
+def test_canaries_hidden_when_a_server_answers_a_token_request_with_its_own_bytes(
+    echo_server: EchoServer,
+    cache: TokenCache,
+    clock: FakeClock,
+    exposure: Exposure,
+    transport: str,
+    request_format: Literal["json", "form"],
+    mode: str,
+) -> None:
+    echo_server.mode = mode
+    auth = ClientCredentialsAuth(
+        ECHO_CLIENT,
+        ECHO_SECRET,
+        base_url=echo_server.url,
+        cache=cache,
+        retry=RetryPolicy(sleep=clock.sleep, clock=clock),
+        token_request_format=request_format,
+    )
+
+    def get() -> object:
+        with AuthorizedHttp(auth) as http:
+            return http.request("GET", echo_server.url + API)
+
+    error = exposure.error({"requests": auth.token, "urllib3": get}[transport])
+
+    assert isinstance(error, TokenRequestError)
+    assert error.status is None
+    assert "connection error" in str(error)
+    assert len(clock.sleeps) == 3  # each retry logged
+    exposure.assert_hidden()
+
+
+@pytest.mark.parametrize("mode", ["echo", "close"])
+def test_the_cli_prints_no_token_an_api_server_echoes_back(
+    echo_server: EchoServer, exposure: Exposure, mode: str
+) -> None:
+    echo_server.mode = mode
+    env = {"PIGGY_BASE_URL": echo_server.url, "PIGGY_PERSONAL_ACCESS_TOKEN": CANARY_TOKEN}
+
+    result = piggy_auth("get", API, env=env)
+    exposure.outputs += [result.stdout, result.stderr]
+
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"piggy-auth: GET {echo_server.url}{API} failed: connection")
+    exposure.assert_hidden()
+
+
+@pytest.mark.parametrize(("body", "status"), [("json", 400), ("text", 400), ("base64", 599)])
+def test_the_cli_masks_a_token_the_api_echoes_in_its_answer(
+    piggy: FakePiggy, exposure: Exposure, body: str, status: int
+) -> None:
+    def echo(request: Request) -> Response:
+        sent = request.headers["Authorization"]
+        text = {
+            "json": json.dumps({"you sent": sent}),
+            "text": f"you sent {sent}",
+            "base64": f"you sent {base64.b64encode(sent.encode()).decode()}",
+        }[body]
+        return Response(text, f"{status} {sent}", content_type=f"application/{body}")
+
+    piggy.fault_resources(echo)
+    env = {"PIGGY_BASE_URL": piggy.url, "PIGGY_CLIENT_ID": CLIENT_ID}
+    result = piggy_auth("get", API, env=env | {"PIGGY_CLIENT_SECRET": CLIENT_SECRET})
+    exposure.outputs += [result.stdout, result.stderr]
+
+    token = piggy.tokens()[0]
+    assert result.returncode == 1
+    if body == "base64":
+        assert result.stdout.endswith("bytes, is withheld: it holds the token)\n")
+        assert result.stderr == f"piggy-auth: GET {piggy.url}{API} answered HTTP 599\n"
+    else:
+        assert f"Bearer ********{token[-4:]}" in result.stdout
+        assert result.stderr == f"piggy-auth: GET {piggy.url}{API} answered HTTP 400 Bad Request\n"
+    exposure.assert_hidden(token)
 
 
 @pytest.mark.parametrize(
