@@ -39,9 +39,11 @@ def close_token_session() -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _lock
+    """Drop the parent's session without closing it: closing takes its pools' locks,
+    which a thread of the parent may have held at fork time. The child makes its own."""
+    global _lock, _session
     _lock = threading.Lock()
-    close_token_session()
+    _session = None
 
 
 atexit.register(close_token_session)

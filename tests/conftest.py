@@ -81,16 +81,37 @@ class EchoHandler(socketserver.StreamRequestHandler):
             0,
         )
         request = head + self.rfile.read(length)
+        self.server.requests += 1
         if self.server.mode == "echo":
             self.wfile.write(request.replace(b"\r\n", b" ") + b"\r\n\r\n")
+        elif self.server.mode == "token":
+            body = b'{"access_token": "tok-from-echo-server", "expires_in": 3600}'
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        elif self.server.mode == "trickle":
+            self._trickle(b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 1_000_000)
+
+    def _trickle(self, data: bytes) -> None:
+        """One byte at a time, each well within a read timeout, until the client leaves."""
+        try:
+            for byte in data:
+                if self.server.stopped.wait(0.02):
+                    return
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+        except OSError:
+            return
 
 
 class EchoServer(socketserver.ThreadingTCPServer):
     """A hostile loopback server: ``"echo"`` writes the request back as its status line
-    (``BadStatusLine``), ``"close"`` hangs up without answering (``RemoteDisconnected``)."""
+    (``BadStatusLine``), ``"close"`` hangs up without answering (``RemoteDisconnected``),
+    ``"trickle"`` sends its status line and headers a byte at a time without end;
+    ``"token"`` answers like a token endpoint. ``requests`` counts what it read."""
 
     daemon_threads = True
     mode = "echo"
+    requests = 0
+    stopped = threading.Event()
 
     @property
     def url(self) -> str:
@@ -102,9 +123,11 @@ def echo_server() -> Iterator[EchoServer]:
     with EchoServer(("127.0.0.1", 0), EchoHandler) as server:
         thread = threading.Thread(target=server.serve_forever, args=(0.05,))
         thread.start()
+        server.stopped = threading.Event()
         try:
             yield server
         finally:
+            server.stopped.set()
             server.shutdown()
             thread.join()
 

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import subprocess
 import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 import requests
 from werkzeug import Request, Response
 
-from requests_piggy_auth import ClientCredentialsAuth, TokenCache
-from requests_piggy_auth.testing import FakePiggy, Status
+from requests_piggy_auth import (
+    ClientCredentialsAuth,
+    InvalidClientError,
+    TokenCache,
+    TokenRequestError,
+)
+from requests_piggy_auth.testing import FakeClock, FakePiggy, Status
+from requests_piggy_auth.token_session import token_session
 
-from .conftest import API, CLIENT_ID, CLIENT_SECRET, invalid_token
+from .conftest import API, CLIENT_ID, CLIENT_SECRET, MakeAuth, invalid_token
 
 THREADS = 32
 T = TypeVar("T")
@@ -200,3 +207,85 @@ def test_the_interpreter_exits_cleanly(piggy: FakePiggy) -> None:
 
     assert (finished.returncode, finished.stdout, finished.stderr) == (0, "done\n", "")
     assert piggy.stats().token_requests == 3  # 503, retried to a token; the refusal cools down
+
+
+def _child_token(auth: ClientCredentialsAuth, results: Any) -> None:
+    results.put(auth.token())
+
+
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
+def test_a_child_forked_while_a_thread_holds_the_token_sessions_locks_does_not_hang(
+    piggy: FakePiggy, make_auth: MakeAuth
+) -> None:
+    auth = make_auth()
+    auth.token()  # the library's token session exists and has a pool
+    pools = token_session().get_adapter(piggy.url).poolmanager.pools
+    held, release = threading.Event(), threading.Event()
+
+    def hold_the_pools_lock() -> None:
+        with pools.lock:  # as a thread closing or using the session would
+            held.set()
+            release.wait(30)
+
+    fork = multiprocessing.get_context("fork")
+    results = fork.SimpleQueue()
+    holder = threading.Thread(target=hold_the_pools_lock)
+    holder.start()
+    try:
+        assert held.wait(30)
+        child = fork.Process(target=_child_token, args=(make_auth(cache=TokenCache()), results))
+        child.start()
+        child.join(30)  # no speed limit: before, the child hung in its fork handler
+    finally:
+        release.set()
+        holder.join()
+
+    assert child.exitcode == 0
+    assert results.get() in piggy.tokens()
+
+
+def test_a_log_handler_that_uses_the_cache_never_deadlocks_it(
+    piggy: FakePiggy, make_auth: MakeAuth, clock: FakeClock
+) -> None:
+    """Error reporters format the caller's locals: here, repr and a lookup of the cache."""
+    cache = TokenCache(clock=clock, refresh_ahead=False)
+    auth = make_auth(cache=cache)
+    seen: list[str] = []
+
+    class Reporter(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(f"{record.getMessage()} {cache!r} {len(cache)}")
+
+    reporter = Reporter()
+    logger = logging.getLogger("requests_piggy_auth")
+    logger.addHandler(reporter)
+    try:
+        auth.token()
+        clock.advance(3600 - 30)  # stale, not expired: a failed renewal keeps the token
+        piggy.fault_token_endpoint(Status(400))
+        with ThreadPoolExecutor(1) as pool:
+            renewal = pool.submit(auth.token)
+            # no speed limit: before, the warning was logged under the lock and this hung
+            assert renewal.result(timeout=30) == piggy.tokens()[0]
+    finally:
+        logger.removeHandler(reporter)
+
+    assert len(seen) == 1
+    assert "using the current token" in seen[0]
+    assert seen[0].endswith("<TokenCache clients=1 maxsize=1024> 1")
+
+
+def test_a_wrong_secret_never_gets_the_right_ones_token_or_delays_it(
+    piggy: FakePiggy, make_auth: MakeAuth, cache: TokenCache
+) -> None:
+    right, wrong = make_auth(), ClientCredentialsAuth(
+        CLIENT_ID, "not-the-secret", base_url=piggy.url, cache=cache
+    )
+    with pytest.raises(InvalidClientError):
+        wrong.token()  # first: its cool-down is its own
+    assert right.token() == piggy.tokens()[0]
+    with pytest.raises(TokenRequestError):
+        wrong.token()  # never handed the right client's cached token
+    again = ClientCredentialsAuth(CLIENT_ID, CLIENT_SECRET, base_url=piggy.url, cache=cache)
+    assert again.token() == right.token()
+    assert piggy.stats().token_requests == 2

@@ -1,0 +1,129 @@
+"""Every wait has a deadline: a token endpoint that trickles holds no caller, key or exit.
+
+The endpoint here sends its status line and headers a byte at a time, each
+byte well within the read timeout, for ever: no socket timeout ever fires.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from requests_piggy_auth import ClientCredentialsAuth, CoolDown, RetryPolicy, TokenCache
+from requests_piggy_auth.errors import TokenRequestError
+from requests_piggy_auth.urllib3 import AuthorizedHttp
+
+from .conftest import EchoServer
+
+#: Connect and read timeouts, and a budget: one acquisition may take 0.2 + 0.3 s.
+TIMEOUT, BUDGET = (0.2, 0.5), 0.3
+
+
+def trickled_auth(server: EchoServer, cache: TokenCache) -> ClientCredentialsAuth:
+    return ClientCredentialsAuth(
+        "client-1",
+        "s3cret",
+        base_url=server.url,
+        cache=cache,
+        timeout=TIMEOUT,
+        retry=RetryPolicy(total=0, budget=BUDGET),
+    )
+
+
+@pytest.mark.parametrize("adapter", ["requests", "urllib3"])
+def test_a_trickling_token_endpoint_holds_each_caller_only_until_the_deadline(
+    echo_server: EchoServer, adapter: str
+) -> None:
+    echo_server.mode = "trickle"
+    auth = trickled_auth(echo_server, TokenCache(cooldown=CoolDown(first=0)))
+    http = AuthorizedHttp(auth)
+    token = {"requests": auth.token, "urllib3": lambda: auth.token(http._send)}[adapter]
+    callers = 8
+    together = threading.Barrier(callers)
+
+    def call() -> BaseException | None:
+        together.wait(10)
+        try:
+            token()
+        except TokenRequestError as exc:
+            return exc
+        return None
+
+    with ThreadPoolExecutor(callers) as pool:
+        calls = [pool.submit(call) for _ in range(callers)]
+        # 10 s is no speed limit: before the deadline existed, these calls never returned.
+        errors = [future.result(timeout=10) for future in calls]
+
+    assert all(isinstance(error, TokenRequestError) for error in errors)
+    assert all("abandoned" in str(error) for error in errors)
+    assert echo_server.requests == 1  # single-flight held
+
+    echo_server.mode = "token"  # the endpoint recovers: the key is not wedged
+    assert token() == "tok-from-echo-server"
+    assert echo_server.requests == 2
+
+
+def test_a_caller_that_gives_up_early_leaves_the_fetch_to_its_own_deadline(
+    echo_server: EchoServer,
+) -> None:
+    echo_server.mode = "trickle"
+    cache = TokenCache(cooldown=CoolDown(first=0))
+    auth = trickled_auth(echo_server, cache)
+    key = auth._key
+    with ThreadPoolExecutor(1) as pool:
+        leader = pool.submit(auth.token)
+        with pytest.raises(TokenRequestError, match="gave up waiting"):
+            cache.get(key, lambda: pytest.fail("a second fetch"), timeout=0)
+        with pytest.raises(TokenRequestError, match="abandoned"):
+            leader.result(timeout=10)
+    assert echo_server.requests == 1
+
+
+# Gets a token, then lets a refresh-ahead start against an endpoint that now
+# trickles, and returns from the main code while the refresh is stuck.
+EXIT_DURING_A_STUCK_REFRESH = """
+import sys, threading
+from requests_piggy_auth import ClientCredentialsAuth, RetryPolicy, TokenCache
+from requests_piggy_auth.testing import FakeClock
+
+clock = FakeClock()
+auth = ClientCredentialsAuth(
+    "client-1", "s3cret", base_url=sys.argv[1], timeout=(0.2, 0.5),
+    retry=RetryPolicy(total=0, budget=0.3),
+    cache=TokenCache(clock=clock, jitter=lambda: 0.0),
+)
+first = auth.token()
+print("fetched", flush=True)
+sys.stdin.readline()
+clock.advance(1800)  # into the refresh window: a hit starts a refresh in the background
+assert auth.token() == first
+stuck = [t for t in threading.enumerate() if t.name == "piggy-auth-refresh"]
+print("exiting with", len(stuck), "refresh", flush=True)
+"""
+
+
+def test_the_interpreter_exits_while_a_refresh_is_stuck(echo_server: EchoServer) -> None:
+    echo_server.mode = "token"
+    command = [sys.executable, "-X", "dev", "-W", "error", "-c", EXIT_DURING_A_STUCK_REFRESH]
+    with subprocess.Popen(
+        [*command, echo_server.url],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        assert process.stdout is not None
+        assert process.stdin is not None
+        assert process.stdout.readline() == "fetched\n"
+        echo_server.mode = "trickle"
+        process.stdin.write("go\n")
+        process.stdin.flush()
+        # 20 s is no speed limit: before, the process never exited.
+        stdout, stderr = process.communicate(timeout=20)
+
+    assert (process.returncode, stdout, stderr) == (0, "exiting with 1 refresh\n", "")
+    assert echo_server.requests == 2
