@@ -456,12 +456,13 @@ def test_a_streamed_401_handed_back_streams_its_endless_body(
 
     response = http.request("GET", piggy.url + API, preload_content=False, timeout=5)
     chunks = response.stream(256 * 1024)
-    read = b"".join(next(chunks) for _ in range(12))  # 3 MiB: past what was judged
+    read = b""
+    while len(read) < 3 * MAX_BODY:  # past what was judged
+        read += next(chunks)
     response.close()
 
     assert response.status == 401
     assert read == start + b"x" * (len(read) - len(start))
-    assert len(read) == 3 * MAX_BODY
     assert piggy.stats().resource_requests == 1
 
 
