@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, timezone
 from functools import partial
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import requests
 from requests.cookies import extract_cookies_to_jar
@@ -32,8 +32,12 @@ from .oauth import (
     is_valid_token,
 )
 from .origins import Origin, secure_origin
+from .responses import decoded, read_head, replayed
 from .retry import RetryPolicy
 from .token_session import token_session
+
+if TYPE_CHECKING:
+    from urllib3 import BaseHTTPResponse
 
 DEFAULT_BASE_URL = "https://api.piggy.eu"
 #: Sets the base URL for auth objects created without ``base_url=``.
@@ -80,7 +84,6 @@ class PiggyAuth(requests.auth.AuthBase):
             {origin, *(secure_origin(url, what="allowed_origins") for url in allowed_origins)}
         )
         self._prefixes = tuple(allowed.prefix for allowed in self.allowed_origins)
-        self._bodiless_hook = partial(self._handle_401, "", _stay)
 
     def sends_token_to(self, url: str) -> bool:
         """Whether a request to ``url`` gets the token: its origin is allowed."""
@@ -131,44 +134,47 @@ class PiggyAuth(requests.auth.AuthBase):
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
         if r.url is None or not self.sends_token_to(r.url):
             return r
-        token = self.token()
-        r.headers["Authorization"] = f"Bearer {token}"
+        lease = self.lease()
+        r.headers["Authorization"] = lease.authorization
         if self.renewable:
-            # One hook per token serves every bodiless request; a body needs its own rewinder.
-            hook = self._bodiless_hook
-            if r.body is not None:
-                hook = partial(self._handle_401, token, rewinder(r.body))
-            elif hook.args[0] != token:
-                hook = self._bodiless_hook = partial(self._handle_401, token, _stay)
             # What register_hook does, without its checks: "response" is always there.
-            r.hooks["response"].append(hook)
+            r.hooks["response"].append(partial(self._handle_401, lease, rewinder(r.body)))
         return r
 
     def _handle_401(
         self,
-        token: str,
+        lease: Lease,
         rewind: Callable[[], object] | None,
         r: requests.Response,
         **kwargs: Any,
     ) -> requests.Response:
-        """Resend once with a new token when a 401 says ``token`` is stale."""
+        """Resend once with a new token when a 401 says ``lease``'s token is stale.
+
+        Only an answer to a request that carried the lease counts: requests
+        drops the header on a redirect to another origin, and that 401 says
+        nothing about the token.
+        """
         request = r.request
-        if r.status_code != 401 or request.url is None or not self.sends_token_to(request.url):
+        if request.headers.get("Authorization") != lease.authorization:
             return r
-        if not self.should_retry(token, r.headers.get("WWW-Authenticate"), r.content):
+        if r.status_code != 401:
+            lease.accept()
             return r
-        if rewind is None:
-            warn_not_resent(request.method, request.url)
+        judged = judge_401(self, lease, r.raw, rewind, request.method, r.url)
+        if not judged.resend:
+            r.raw = replayed(r.raw, judged.head, r.url)
             return r
-        rewind()
-        r.close()
+        r._content = judged.body  # the 401 in history keeps what was judged of its body
         retry = request.copy()
         jar = retry._cookies  # the jar requests keeps for this request
         assert jar is not None
         extract_cookies_to_jar(jar, request, r.raw)
         retry.prepare_cookies(jar)
-        retry.headers["Authorization"] = f"Bearer {self.token()}"
+        renewed = self.lease(after=lease)
+        retry.headers["Authorization"] = renewed.authorization
         response: requests.Response = r.connection.send(retry, **kwargs)
+        if response.status_code != 401:
+            renewed.accept()
         response.history.append(r)
         response.request = retry
         return response
@@ -401,18 +407,67 @@ def warn_not_resent(method: str | None, url: str) -> None:
 
 
 def rewinder(body: object) -> Callable[[], object] | None:
-    """How to put ``body`` back where it starts, or ``None`` if it cannot be replayed."""
-    if body is None or isinstance(body, (bytes, str)):
+    """How to put ``body`` back where it starts, or ``None`` if it cannot be replayed.
+
+    In memory (str, bytes and any other bytes-like object) it needs nothing; a
+    seekable file is sought back to where it is now.
+    """
+    if body is None or isinstance(body, (bytes, bytearray, memoryview, str)):
         return _stay
     try:
-        start = body.tell()  # type: ignore[attr-defined]
-        return partial(body.seek, start)  # type: ignore[attr-defined]
+        return partial(body.seek, body.tell())  # type: ignore[attr-defined]
     except (AttributeError, OSError):
+        pass
+    try:
+        memoryview(body)  # type: ignore[arg-type]
+    except TypeError:
         return None
+    return _stay
 
 
 def _stay() -> None:
-    """Rewind a body that needs none: nothing, bytes or str."""
+    """Rewind a body that needs none: nothing, or one in memory."""
+
+
+class Judged(NamedTuple):
+    """What a 401 to a request that carried a lease came to, in either adapter."""
+
+    #: Whether to resend: the 401 is closed and the body rewound.
+    resend: bool
+    #: The bytes of its body read (at most ``MAX_BODY + 1``), as sent.
+    head: bytes
+    #: Those bytes decoded, as they were judged.
+    body: bytes
+
+
+def judge_401(
+    auth: PiggyAuth,
+    lease: Lease,
+    response: BaseHTTPResponse,
+    rewind: Callable[[], object] | None,
+    method: str | None,
+    url: str,
+) -> Judged:
+    """Judge a 401 that ``response`` (unread) brought to a request that carried ``lease``.
+
+    A resend closes ``response`` rather than drain it (its body may never
+    end); otherwise hand it back with :func:`~.responses.replayed`.
+
+    :param rewind: how to rewind the request's body (:func:`rewinder`).
+    :param method: the request's method and ``url`` its URL, for the warning
+        when its body cannot be replayed.
+    """
+    head = read_head(response)
+    body = decoded(response.headers, head)
+    if not auth.rejected(lease, response.headers.get("WWW-Authenticate"), body):
+        return Judged(False, head, body)
+    if rewind is None:
+        warn_not_resent(method, url)
+        return Judged(False, head, body)
+    rewind()
+    response.close()
+    response.release_conn()
+    return Judged(True, head, body)
 
 
 def _connect_timeout(timeout: Timeout) -> float:

@@ -6,10 +6,21 @@ import functools
 import ipaddress
 import re
 from typing import NamedTuple
-from urllib.parse import SplitResult, urlsplit
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
+#: An absolute URL's scheme and authority, written so that every parser reads
+#: them alike: an ASCII host name or a bracketed IPv6 address, digits for the
+#: port, userinfo of RFC 3986 characters, and then nothing but the end or one
+#: of ``/?#``. No backslash, whitespace, control or non-ASCII character, and
+#: no ``@`` but the one ending the userinfo.
+_AUTHORITY = re.compile(
+    r"([A-Za-z][A-Za-z0-9+.-]*)://"
+    r"(?:[A-Za-z0-9._~!$&'()*+,;=:%-]*@)?"
+    r"([A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])"
+    r"(?::([0-9]{0,5}))?"
+    r"(?=[/?#]|\Z)"
+)
 
 
 class Origin(NamedTuple):
@@ -21,12 +32,13 @@ class Origin(NamedTuple):
 
     @staticmethod
     def of(url: str) -> Origin | None:
-        """Return the origin of ``url``, or ``None`` if it has no http(s) origin."""
-        try:
-            parts = urlsplit(url)
-        except ValueError:
-            return None
-        return _origin(parts.scheme, parts.netloc)
+        """Return the origin of ``url``, or ``None`` if it has no http(s) origin.
+
+        ``None`` too when parsers could read its authority differently (see
+        ``_AUTHORITY``): such a URL never gets a token.
+        """
+        authority = _AUTHORITY.match(url)
+        return None if authority is None else _origin(*authority.groups())
 
     @property
     def is_loopback(self) -> bool:
@@ -100,15 +112,30 @@ def plain_url(url: str, *, what: str) -> None:
             raise ValueError(f"{what} must not have a {part} (from {mark!r})")
 
 
+def keeps_token(old_url: str, new_url: str) -> bool:
+    """Whether a redirect from ``old_url`` to ``new_url`` keeps the token, as requests decides.
+
+    requests (``Session.should_strip_auth``) keeps the ``Authorization``
+    header on a redirect to the same origin, and on one from http to https on
+    the same host with the default ports; it drops it on any other.
+    """
+    old, new = Origin.of(old_url), Origin.of(new_url)
+    if old is None or new is None:
+        return False
+    upgrade = (old.scheme, old.port, new.scheme, new.port) == ("http", 80, "https", 443)
+    return old.host == new.host and (old == new or upgrade)
+
+
 @functools.lru_cache(maxsize=256)
-def _origin(scheme: str, netloc: str) -> Origin | None:
-    """The origin of ``scheme://netloc``, cached: it is asked on every request."""
-    parts = SplitResult(scheme, netloc, "", "", "")
-    try:
-        port = parts.port
-    except ValueError:
-        return None
+def _origin(scheme: str, host: str, port: str | None) -> Origin | None:
+    """The origin of ``scheme://host:port`` as ``_AUTHORITY`` matched it, cached."""
     scheme = scheme.lower()
-    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+    if scheme not in _DEFAULT_PORTS or (port and int(port) > 65535):
         return None
-    return Origin(scheme, parts.hostname.lower(), port or _DEFAULT_PORTS[scheme])
+    if host.startswith("["):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return None
+    return Origin(scheme, host.lower(), int(port) if port else _DEFAULT_PORTS[scheme])

@@ -7,19 +7,22 @@ through the wrapped pool, so a ProxyManager proxies them too.
 
 from __future__ import annotations
 
-import io
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin
 
 import urllib3
 from urllib3._collections import HTTPHeaderDict
 from urllib3.exceptions import HTTPError, MaxRetryError
+from urllib3.util import parse_url
 from urllib3.util.retry import Retry
 
-from .auth import PiggyAuth, Timeout, read_at_most, rewinder, warn_not_resent
+from .auth import PiggyAuth, Timeout, judge_401, read_at_most, rewinder
+from .cache import Lease
 from .errors import token_request_failed
 from .oauth import MAX_BODY, TokenRequest, TokenResponse
+from .origins import Origin, keeps_token
+from .responses import replayed
 
 try:
     from urllib3._request_methods import RequestMethods
@@ -107,51 +110,42 @@ class AuthorizedHttp(RequestMethods):
         """
         if kw.get("headers") is None:
             kw["headers"] = self.http.headers
+        preload = kw.get("preload_content", True)
+        lease = self.auth.lease(self._send) if self._sends_token_to(url) else None
         may_resend = self.auth.renewable
         while True:
             rewind = rewinder(kw.get("body"))
-            token = self.auth.token(self._send) if self.auth.sends_token_to(url) else None
-            response = self.http.urlopen(method, url, redirect=False, **_with_token(kw, token))
-            if may_resend and token is not None and response.status == 401:
+            judge = may_resend and lease is not None
+            response = self.http.urlopen(method, url, redirect=False, **_sent(kw, lease, judge))
+            if lease is not None and response.status != 401:
+                lease.accept()
+                if judge and preload:
+                    response.read(cache_content=True)  # streamed only in case of a 401
+            elif judge:
+                assert lease is not None
                 may_resend = False
-                kept = self._after_401(response, token, rewind, method, url, kw)
-                if kept is None:
+                judged = judge_401(self.auth, lease, response, rewind, method, url)
+                if judged.resend:
+                    lease = self.auth.lease(self._send, after=lease)
                     continue
-                response = kept
+                response = replayed(response, judged.head, url, preload_content=preload)
             hop = redirect and self._redirect(response, method, url, kw)
             if not hop:
                 return response
-            method, url = hop
+            method, location = hop
+            if not (self._sends_token_to(location) and keeps_token(url, location)):
+                lease = None
+            url = location
 
-    def _after_401(
-        self,
-        response: BaseHTTPResponse,
-        token: str,
-        rewind: Callable[[], object] | None,
-        method: str,
-        url: str,
-        kw: dict[str, Any],
-    ) -> BaseHTTPResponse | None:
-        """``None`` when the 401 is drained and released and the body rewound for a resend.
+    def _sends_token_to(self, url: str) -> bool:
+        """Whether ``url`` gets the token, judged as the auth judges it and as urllib3 reads it.
 
-        Otherwise the response to hand back; a streamed one is read to decide,
-        so a copy with the same body is returned in its place.
+        The pool picks the connection by ``parse_url(url)``: its origin must be allowed too.
         """
-        preloaded = kw.get("preload_content", True)
-        raw = b"" if preloaded else response.read(MAX_BODY + 1, decode_content=False)
-        body = response.data if preloaded else _in_memory(response, raw, url).data
-        if self.auth.should_retry(token, response.headers.get("WWW-Authenticate"), body):
-            if rewind is not None:
-                rewind()
-                response.drain_conn()  # read to the end, the connection goes back to the pool
-                return None
-            warn_not_resent(method, url)
-        if preloaded:
-            return response
-        rest = response.read(decode_content=False)
-        return _in_memory(
-            response, raw + rest, url, preload_content=False, decode_content=response.decode_content
-        )
+        if not self.auth.sends_token_to(url):
+            return False
+        sent = parse_url(url)
+        return Origin.of(f"{sent.scheme}://{sent.netloc}") in self.auth.allowed_origins
 
     def _redirect(
         self, response: BaseHTTPResponse, method: str, url: str, kw: dict[str, Any]
@@ -209,11 +203,14 @@ class AuthorizedHttp(RequestMethods):
         return TokenResponse(response.status, response.headers, body)
 
 
-def _with_token(kw: dict[str, Any], token: str | None) -> dict[str, Any]:
-    if token is None:
+def _sent(kw: dict[str, Any], lease: Lease | None, streamed: bool) -> dict[str, Any]:
+    """``kw`` with ``lease``'s ``Authorization``; ``streamed``: its body left unread."""
+    if lease is None:
         return kw
     headers = HTTPHeaderDict(kw["headers"])
-    headers["Authorization"] = f"Bearer {token}"
+    headers["Authorization"] = lease.authorization
+    if streamed:
+        return {**kw, "headers": headers, "preload_content": False, "release_conn": False}
     return {**kw, "headers": headers}
 
 
@@ -224,29 +221,6 @@ def _without(headers: Mapping[str, str], names: Collection[str]) -> HTTPHeaderDi
         if name.lower() in names:
             kept.discard(name)
     return kept
-
-
-def _in_memory(
-    response: BaseHTTPResponse,
-    raw: bytes,
-    url: str,
-    *,
-    preload_content: bool = True,
-    decode_content: bool = True,
-) -> urllib3.HTTPResponse:
-    """``response`` again, its body read from ``raw`` (the bytes as sent, still encoded)."""
-    return urllib3.HTTPResponse(
-        body=io.BytesIO(raw),
-        headers=response.headers,
-        status=response.status,
-        version=response.version,
-        reason=response.reason,
-        preload_content=preload_content,
-        decode_content=decode_content,
-        retries=response.retries,
-        enforce_content_length=False,
-        request_url=url,
-    )
 
 
 def _timeout(timeout: Timeout) -> urllib3.Timeout | float | None:

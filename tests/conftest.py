@@ -8,7 +8,7 @@ from __future__ import annotations
 import socket
 import socketserver
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
@@ -179,6 +179,47 @@ def auth(make_auth: MakeAuth, clock: FakeClock) -> ClientCredentialsAuth:
 def plain_auth(make_auth: MakeAuth) -> ClientCredentialsAuth:
     """The client without retries or cool-down: every miss is one token request."""
     return make_auth(cache=TokenCache(cooldown=CoolDown(first=0)), retry=RetryPolicy(total=0))
+
+
+class EndlessBody:
+    """A fault: a 401 whose body never ends, as far as the client can tell.
+
+    Chunk after chunk of ``x`` follows ``start``, until :meth:`stop` (which
+    the ``endless_401`` fixture calls when the test is over).
+    """
+
+    def __init__(self, start: bytes, headers: Mapping[str, str]) -> None:
+        self.start = start
+        self.headers = headers
+        self._stopped = threading.Event()
+
+    def __call__(self, request: Request) -> Response:
+        return Response(self._chunks(), 401, self.headers)
+
+    def _chunks(self) -> Iterator[bytes]:
+        yield self.start
+        while not self._stopped.is_set():
+            yield b"x" * 65536
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+
+MakeEndless = Callable[..., EndlessBody]
+
+
+@pytest.fixture
+def endless_401() -> Iterator[MakeEndless]:
+    """Makes :class:`EndlessBody` faults, stopped when the test is over."""
+    made: list[EndlessBody] = []
+
+    def make(start: bytes = b"", headers: Mapping[str, str] | None = None) -> EndlessBody:
+        made.append(EndlessBody(start, headers or {}))
+        return made[-1]
+
+    yield make
+    for body in made:
+        body.stop()
 
 
 def answer(response: Response) -> Fault:

@@ -278,8 +278,9 @@ def test_a_log_handler_that_uses_the_cache_never_deadlocks_it(
 def test_a_wrong_secret_never_gets_the_right_ones_token_or_delays_it(
     piggy: FakePiggy, make_auth: MakeAuth, cache: TokenCache
 ) -> None:
-    right, wrong = make_auth(), ClientCredentialsAuth(
-        CLIENT_ID, "not-the-secret", base_url=piggy.url, cache=cache
+    right, wrong = (
+        make_auth(),
+        ClientCredentialsAuth(CLIENT_ID, "not-the-secret", base_url=piggy.url, cache=cache),
     )
     with pytest.raises(InvalidClientError):
         wrong.token()  # first: its cool-down is its own

@@ -5,11 +5,13 @@ from __future__ import annotations
 import re
 
 import pytest
+import requests
 from hypothesis import example, given
 from hypothesis import strategies as st
+from urllib3.util import parse_url
 
 from requests_piggy_auth import ClientCredentialsAuth, PersonalAccessTokenAuth
-from requests_piggy_auth.origins import Origin
+from requests_piggy_auth.origins import Origin, keeps_token
 
 
 @pytest.mark.parametrize(
@@ -22,6 +24,17 @@ from requests_piggy_auth.origins import Origin
         ("/relative", None),
         ("https://host:notaport", None),
         ("http://[::1/", None),
+        ("http://[::1::2]/", None),
+        ("http://host:65536/", None),
+        ("http://host:/", Origin("http", "host", 80)),
+        ("http://user:p%40ss@host/", Origin("http", "host", 80)),
+        ("http://a@b@host/", None),
+        ("http://other:1\\@host/", None),
+        ("http://host\\@other/", None),
+        ("http://host\t/", None),
+        (" http://host/", None),
+        ("http://h\uff41st/", None),
+        ("http://host%2e/", None),
     ],
 )
 def test_origin_of(url: str, origin: Origin | None) -> None:
@@ -59,6 +72,75 @@ ORIGINS = st.sampled_from(
 @example(Origin("https", "api.piggy.eu", 443), "\\t.evil.example")
 def test_every_url_starting_with_the_prefix_has_the_origin(origin: Origin, rest: str) -> None:
     assert Origin.of(origin.prefix + rest) == origin
+
+
+ALLOWED = PersonalAccessTokenAuth(
+    "t", base_url="https://api.piggy.eu", allowed_origins=["http://127.0.0.1:8123", "http://[::1]"]
+)
+PIECES = [
+    *("https://", "http://", "HTTP://", "//", "/", "\\", "@", ":", "%40", "%5C", "#", "?"),
+    *("\t", "\n", "\r", " ", "\x00", "\x7f", "[", "]", ".", "\uff3c", "\u3002", "\uff41", "x"),
+    *("api.piggy.eu", "API.PIGGY.EU", "127.0.0.1", "::1", "evil.example", ":8123", ":443", ":80"),
+]
+nasty_urls = st.lists(st.sampled_from(PIECES), max_size=14).map("".join) | st.tuples(
+    st.sampled_from([origin.prefix for origin in ALLOWED.allowed_origins]),
+    st.lists(st.sampled_from(PIECES), max_size=8).map("".join),
+).map("".join)
+
+
+def allowed_as_urllib3_reads(url: str) -> bool:
+    """Whether urllib3, which picks the connection, would connect to an allowed origin."""
+    sent = parse_url(url)
+    assert sent.scheme is not None
+    assert sent.host is not None
+    port = sent.port or {"http": 80, "https": 443}[sent.scheme]
+    return Origin(sent.scheme, sent.host.strip("[]"), port) in ALLOWED.allowed_origins
+
+
+@given(nasty_urls)
+@example("http://127.0.0.1:1\\@127.0.0.1:8123/x")
+@example("https://api.piggy.eu\\@evil.example/")
+@example("https://api.piggy.eu/\\@evil.example/")
+def test_a_url_that_gets_the_token_goes_to_an_allowed_origin_as_urllib3_and_requests_read_it(
+    url: str,
+) -> None:
+    by_prefix = url.startswith(tuple(origin.prefix for origin in ALLOWED.allowed_origins))
+    if not (by_prefix or Origin.of(url) in ALLOWED.allowed_origins):
+        return
+    assert ALLOWED.sends_token_to(url)
+    assert allowed_as_urllib3_reads(url)
+    try:
+        prepared = requests.Request("GET", url).prepare().url
+    except (requests.RequestException, ValueError):
+        return  # requests sends nothing
+    assert prepared is not None
+    assert allowed_as_urllib3_reads(prepared)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("https://api.piggy.eu/a", "https://API.piggy.eu:443/b"),
+        ("http://127.0.0.1/a", "https://127.0.0.1/b"),
+        ("http://127.0.0.1:80/a", "https://127.0.0.1:443/b"),
+        ("https://api.piggy.eu/a", "http://api.piggy.eu/b"),
+        ("http://127.0.0.1:8080/a", "https://127.0.0.1/b"),
+        ("http://127.0.0.1:8080/a", "http://127.0.0.1:8081/b"),
+        ("https://api.piggy.eu/a", "https://api.piggy.eu:8443/b"),
+        ("https://api.piggy.eu/a", "https://other.piggy.eu/b"),
+    ],
+)
+def test_a_redirect_keeps_the_token_where_requests_keeps_the_header(old: str, new: str) -> None:
+    with requests.Session() as session:
+        assert keeps_token(old, new) is not session.should_strip_auth(old, new)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [("https://api.piggy.eu/a", "https://api.piggy.eu\\@evil.example/"), ("/a", "https://x.eu/")],
+)
+def test_a_redirect_from_or_to_an_ambiguous_url_drops_the_token(old: str, new: str) -> None:
+    assert not keeps_token(old, new)
 
 
 @pytest.mark.parametrize(

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import io
-import json
 import logging
+import types
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import requests
 from pytest_httpserver import HTTPServer
 
 from requests_piggy_auth import ClientCredentialsAuth, TokenCache
+from requests_piggy_auth.oauth import MAX_BODY
 from requests_piggy_auth.testing import FakeClock, FakePiggy, UnauthorizedStyle, json_response
 from requests_piggy_auth.token_session import close_token_session, token_session
 
@@ -21,6 +24,7 @@ from .conftest import (
     CLIENT_SECRET,
     STALE_TOKEN_401S,
     MakeAuth,
+    MakeEndless,
     authorizations,
     invalid_token,
 )
@@ -207,19 +211,31 @@ def stale(piggy: FakePiggy, auth: ClientCredentialsAuth) -> FakePiggy:
     return piggy
 
 
+BODY = b'{"name": "in memory"}'
+
+
 @pytest.mark.parametrize(
     "body",
-    [b'{"name": "bytes"}', '{"name": "str"}'],
-    ids=["bytes", "str"],
+    [
+        BODY,
+        bytearray(BODY),
+        memoryview(BODY),
+        BODY.decode(),
+        {"name": "in memory"},
+        [("name", "in memory")],
+    ],
+    ids=["bytes", "bytearray", "memoryview", "str", "dict", "list-of-tuples"],
 )
-def test_bytes_and_str_bodies_are_resent(
-    stale: FakePiggy, auth: ClientCredentialsAuth, body: bytes | str
+def test_every_in_memory_body_is_resent(
+    stale: FakePiggy, auth: ClientCredentialsAuth, body: Any
 ) -> None:
     response = requests.post(stale.url + API, data=body, auth=auth)
 
     assert response.status_code == 201
     assert [r.status_code for r in response.history] == [401]
-    assert response.json()["data"]["name"] == json.loads(body)["name"]
+    assert response.json()["data"]["name"] == "in memory"
+    first, resent = stale.log("resource")[-2:]
+    assert resent.body == first.body
 
 
 def test_a_seekable_file_is_rewound_to_where_it_started(
@@ -247,6 +263,44 @@ def test_a_generator_body_is_not_retried(
     assert response.history == []
     assert stale.stats().resource_requests == 2
     assert "cannot be replayed" in caplog.text
+
+
+# A 401 with an endless body
+
+
+INVALID_REQUEST = {"WWW-Authenticate": 'Bearer error="invalid_request"'}
+INVALID_TOKEN = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_stale_401_with_an_endless_body_is_judged_closed_and_resent(
+    stale: FakePiggy, auth: ClientCredentialsAuth, endless_401: MakeEndless, stream: bool
+) -> None:
+    stale.fault_resources(endless_401(headers=INVALID_TOKEN), times=1)
+
+    response = requests.get(stale.url + API, auth=auth, stream=stream, timeout=5)
+
+    assert response.status_code == 200
+    assert [r.status_code for r in response.history] == [401]
+    assert stale.stats().resource_requests == 3
+    assert stale.stats().token_requests == 2
+
+
+def test_a_streamed_401_handed_back_streams_its_endless_body(
+    piggy: FakePiggy, auth: ClientCredentialsAuth, endless_401: MakeEndless
+) -> None:
+    start = b'{"error": "invalid_request", "padding": "'
+    piggy.fault_resources(endless_401(start, INVALID_REQUEST))
+
+    with requests.get(piggy.url + API, auth=auth, stream=True, timeout=5) as response:
+        chunks = response.iter_content(256 * 1024)
+        read = b""
+        while len(read) < 3 * MAX_BODY:  # past what was judged
+            read += next(chunks)
+
+    assert response.status_code == 401
+    assert read == start + b"x" * (len(read) - len(start))
+    assert piggy.stats().resource_requests == 1
 
 
 def seen_authorization(server: HTTPServer) -> list[str | None]:
@@ -278,6 +332,24 @@ def test_no_token_through_a_redirect_to_another_origin(
     assert piggy.stats().token_requests == 1
 
 
+def test_a_401_from_an_allowed_origin_the_token_did_not_reach_keeps_the_token(
+    piggy: FakePiggy, make_auth: MakeAuth, other: HTTPServer
+) -> None:
+    auth = make_auth(allowed_origins=[other.url_for("/")])
+    piggy.server.expect_request("/go").respond_with_data(
+        "", 302, {"Location": other.url_for("/landing")}
+    )
+    other.expect_request("/landing").respond_with_json({"error": "invalid_token"}, 401)
+
+    response = requests.get(piggy.url + "/go", auth=auth)
+
+    assert response.status_code == 401
+    assert seen_authorization(other) == [None]
+    assert piggy.stats().token_requests == 1
+    assert get(auth, piggy.url + API).status_code == 200
+    assert piggy.stats().token_requests == 1
+
+
 def test_allowed_origins_get_the_token(
     piggy: FakePiggy, cache: TokenCache, other: HTTPServer
 ) -> None:
@@ -293,6 +365,39 @@ def test_allowed_origins_get_the_token(
     requests.get(other.url_for("/elsewhere"), auth=auth)
 
     assert seen_authorization(other) == [f"Bearer {piggy.tokens()[0]}"]
+
+
+def strings_in(value: object, seen: dict[int, object]) -> Iterator[str]:
+    """Every string reachable from ``value`` through attributes, partials and containers."""
+    if id(value) in seen:
+        return
+    seen[id(value)] = value  # kept alive, so that its id is not reused
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.items():
+            yield from strings_in(item, seen)
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        for item in value:
+            yield from strings_in(item, seen)
+    elif isinstance(value, functools.partial):
+        yield from strings_in((value.func, value.args, value.keywords), seen)
+    elif isinstance(value, types.MethodType):
+        yield from strings_in(value.__self__, seen)
+    elif isinstance(value, requests.auth.AuthBase):
+        yield from strings_in(vars(value), seen)
+
+
+def test_no_attribute_of_the_auth_holds_a_token(
+    piggy: FakePiggy, auth: ClientCredentialsAuth
+) -> None:
+    get(auth, piggy.url + API)
+    requests.post(piggy.url + API, data=b"{}", auth=auth)
+
+    held = list(strings_in(auth, {}))
+
+    assert [s for s in held if any(token in s for token in piggy.tokens())] == []
+    assert CLIENT_ID in held  # the walk does reach the configuration
 
 
 def test_a_repr_shows_client_and_base_url_only(

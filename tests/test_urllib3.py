@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import gzip
 import io
 import json
@@ -35,11 +36,12 @@ from .conftest import (
     CLIENT_ID,
     CLIENT_SECRET,
     STALE_TOKEN_401S,
+    MakeEndless,
     authorizations,
     invalid_token,
 )
 from .test_concurrency import THREADS, reject_together, run_together
-from .test_requests_auth import seen_authorization
+from .test_requests_auth import INVALID_REQUEST, INVALID_TOKEN, seen_authorization
 
 if TYPE_CHECKING:
     from urllib3 import BaseHTTPResponse
@@ -318,15 +320,22 @@ def test_a_401_on_the_resend_is_returned(piggy: FakePiggy, http: AuthorizedHttp)
 # Replay
 
 
-@pytest.mark.parametrize("body", [b'{"name": "bytes"}', '{"name": "str"}'], ids=["bytes", "str"])
-def test_bytes_and_str_bodies_are_resent(
-    stale: FakePiggy, http: AuthorizedHttp, body: bytes | str
-) -> None:
+BODY = b'{"name": "in memory"}'
+
+
+@pytest.mark.parametrize(
+    "body",
+    [BODY, bytearray(BODY), memoryview(BODY), BODY.decode(), array.array("B", BODY)],
+    ids=["bytes", "bytearray", "memoryview", "str", "array"],
+)
+def test_every_in_memory_body_is_resent(stale: FakePiggy, http: AuthorizedHttp, body: Any) -> None:
     response = http.request("POST", stale.url + API, body=body)
 
     assert response.status == 201
-    assert data(response)["name"] == json.loads(body)["name"]
+    assert data(response)["name"] == "in memory"
     assert stale.stats().unauthorized == 1
+    first, resent = stale.log("resource")[-2:]
+    assert resent.body == first.body == BODY
 
 
 def test_encoded_fields_are_resent(stale: FakePiggy, http: AuthorizedHttp) -> None:
@@ -425,6 +434,38 @@ def test_a_large_streamed_401_that_is_not_resent_is_handed_back_whole(
     assert stale.stats().resource_requests == 2
 
 
+@pytest.mark.parametrize("preload_content", [True, False])
+def test_a_stale_401_with_an_endless_body_is_judged_closed_and_resent(
+    stale: FakePiggy, http: AuthorizedHttp, endless_401: MakeEndless, preload_content: bool
+) -> None:
+    stale.fault_resources(endless_401(headers=INVALID_TOKEN), times=1)
+
+    response = http.request("GET", stale.url + API, preload_content=preload_content, timeout=5)
+
+    assert response.status == 200
+    assert data(response) == []
+    assert stale.stats().resource_requests == 3
+    assert stale.stats().token_requests == 2
+
+
+def test_a_streamed_401_handed_back_streams_its_endless_body(
+    piggy: FakePiggy, http: AuthorizedHttp, endless_401: MakeEndless
+) -> None:
+    start = b'{"error": "invalid_request", "padding": "'
+    piggy.fault_resources(endless_401(start, INVALID_REQUEST))
+
+    response = http.request("GET", piggy.url + API, preload_content=False, timeout=5)
+    chunks = response.stream(256 * 1024)
+    read = b""
+    while len(read) < 3 * MAX_BODY:  # past what was judged
+        read += next(chunks)
+    response.close()
+
+    assert response.status == 401
+    assert read == start + b"x" * (len(read) - len(start))
+    assert piggy.stats().resource_requests == 1
+
+
 # Origins and redirects
 
 
@@ -472,6 +513,30 @@ def test_no_token_through_a_redirect_to_another_origin(
     assert piggy.stats().token_requests == 1
 
 
+def test_a_401_from_an_allowed_origin_the_token_did_not_reach_keeps_the_token(
+    piggy: FakePiggy, cache: TokenCache, other: HTTPServer
+) -> None:
+    auth = ClientCredentialsAuth(
+        CLIENT_ID,
+        CLIENT_SECRET,
+        base_url=piggy.url,
+        allowed_origins=[other.url_for("/")],
+        cache=cache,
+    )
+    piggy.server.expect_request("/go").respond_with_data(
+        "", 302, {"Location": other.url_for("/landing")}
+    )
+    other.expect_request("/landing").respond_with_json({"error": "invalid_token"}, 401)
+
+    with AuthorizedHttp(auth) as http:
+        response = http.request("GET", piggy.url + "/go")
+        assert http.request("GET", piggy.url + API).status == 200
+
+    assert response.status == 401
+    assert seen_authorization(other) == [None]
+    assert piggy.stats().token_requests == 1
+
+
 def test_urllib3s_headers_to_remove_on_redirect_are_removed(
     piggy: FakePiggy, http: AuthorizedHttp, other: HTTPServer
 ) -> None:
@@ -490,16 +555,18 @@ def test_urllib3s_headers_to_remove_on_redirect_are_removed(
     assert piggy.server.log[-1][0].headers["X-Secret"] == "1"
 
 
-def test_a_redirect_to_the_api_gets_the_token(
+def test_a_redirect_from_elsewhere_to_the_api_gets_no_token(
     piggy: FakePiggy, http: AuthorizedHttp, other: HTTPServer
 ) -> None:
+    # As with requests: a hop carries the token only if the hop before did.
     other.expect_request("/go").respond_with_data("", 307, {"Location": piggy.url + API})
 
     response = http.request("GET", other.url_for("/go"))
 
-    assert response.status == 200
+    assert response.status == 401
     assert seen_authorization(other) == [None]
-    assert authorizations(piggy) == [f"Bearer {piggy.tokens()[0]}"]
+    assert authorizations(piggy) == [None]
+    assert piggy.stats().token_requests == 0
 
 
 def test_a_401_after_a_same_origin_redirect_is_resent(
