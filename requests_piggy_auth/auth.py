@@ -132,13 +132,16 @@ class PiggyAuth(requests.auth.AuthBase):
         return False
 
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
-        if r.url is None or not self.sends_token_to(r.url):
+        url = r.url
+        # The prefix test answers the usual URL without a call.
+        if url is None or not (url.startswith(self._prefixes) or self.sends_token_to(url)):
             return r
         lease = self.lease()
         r.headers["Authorization"] = lease.authorization
         if self.renewable:
             # What register_hook does, without its checks: "response" is always there.
-            r.hooks["response"].append(partial(self._handle_401, lease, rewinder(r.body)))
+            rewind = _stay if r.body is None else rewinder(r.body)
+            r.hooks["response"].append(partial(self._handle_401, lease, rewind))
         return r
 
     def _handle_401(

@@ -38,7 +38,7 @@ import random
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import Future, InvalidStateError, wait
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -138,6 +138,7 @@ class TokenStore(Protocol):
         clock: Clock,
         *,
         replacing: str | None = None,
+        rejected: Collection[str] = (),
         fresher_than: float | None = None,
         deadline: float | None = None,
     ) -> CachedToken:
@@ -149,17 +150,18 @@ class TokenStore(Protocol):
         :param replacing: a token being refreshed ahead of time: while the
             shared token is still this one it counts as a miss, so the store
             replaces it (or returns the one another process replaced it with).
+        :param rejected: tokens a 401 rejected since this key's last fetch
+            here: each is deleted if it is still the shared one, and a shared
+            token requested before the first 401 any sharer saw for one of
+            them counts as a miss.
         :param fresher_than: a time on ``clock``: a shared token whose request
-            was sent no later counts as a miss, like ``replacing`` (after a 401,
+            was sent before it counts as a miss, like ``replacing`` (after a 401,
             so a resend never gets a token that may predate a revocation).
         :param deadline: a time on ``clock`` by which to return whatever happens:
             the wait for another sharer's fetch ends then and ``fetch`` is
             called; once it has passed, ``fetch`` is called at once
             (``None``: only the store's own wait limit applies).
         """
-
-    def discard(self, key: CacheKey, access_token: str) -> None:
-        """Delete ``key``'s shared token if it is still ``access_token``."""
 
 
 @dataclass(frozen=True)
@@ -216,7 +218,7 @@ class _Flight:
     :param renewal: it replaces a token the server rejected.
     :param replacing: the token it refreshes ahead of time, if it does.
     :param fresher_than: a shared token requested before this time will not do.
-    :param discard: rejected tokens to delete from the store first.
+    :param rejected: tokens the server rejected, for the store.
     """
 
     future: Future[Lease]
@@ -225,21 +227,41 @@ class _Flight:
     renewal: bool = False
     replacing: str | None = None
     fresher_than: float | None = None
-    discard: tuple[str, ...] = ()
+    rejected: tuple[str, ...] = ()
 
 
 @dataclass(eq=False)
 class _Record:
-    """What the cache knows of one key."""
+    """What the cache knows of one key, besides its token."""
 
-    token: _Entry | None = None
     flight: _Flight | None = None
     failures: _Failures | None = None
     #: The order and time of the last 401 that evicted the key's token.
     rejected_order: int = -1
     rejected_at: float = -math.inf
-    #: Rejected tokens for the next fetch to delete from the store.
-    discard: tuple[str, ...] = ()
+    #: Tokens rejected since the last fetch, for the next one to tell the store.
+    rejected: tuple[str, ...] = ()
+
+
+class _Records(LRUCache[CacheKey, _Record]):
+    """Each key's record, the least recently fetched going first, and its token apart.
+
+    A cache hit reads :attr:`tokens` alone, a plain dictionary; the records'
+    order of use moves on every miss, refresh and renewal.
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        super().__init__(maxsize)
+        self.tokens: dict[CacheKey, _Entry] = {}
+
+    def popitem(self) -> tuple[CacheKey, _Record]:
+        key, record = super().popitem()
+        self.tokens.pop(key, None)
+        return key, record
+
+    def clear(self) -> None:
+        super().clear()
+        self.tokens.clear()
 
 
 #: What a caller does next: take a lease, wait for a flight, or raise.
@@ -307,7 +329,9 @@ class TokenCache:
         self.jitter = jitter
         self.clock = clock
         self._lock = threading.Lock()
-        self._records: LRUCache[CacheKey, _Record] = LRUCache(maxsize)
+        self._records = _Records(maxsize)
+        #: Each record's token, by key: all that a cache hit looks at.
+        self._hits = self._records.tokens
         self._orders = itertools.count(1)
         _register_for_fork(self)
 
@@ -326,8 +350,8 @@ class TokenCache:
         """How many clients have a token that has not expired."""
         now = self.clock()
         with self._lock:
-            entries = [record.token for record in self._records.values()]
-        return sum(1 for entry in entries if entry is not None and now < entry.expires_at)
+            entries = list(self._hits.values())
+        return sum(1 for entry in entries if now < entry.expires_at)
 
     def lease(
         self,
@@ -357,8 +381,7 @@ class TokenCache:
         now = self.clock()
         if after is None:
             with self._lock:
-                record = self._records.get(key)
-                entry = None if record is None else record.token
+                entry = self._hits.get(key)
                 if entry is not None and now < entry.refresh_at:
                     return entry.lease
         deadline = math.inf if timeout is None else now + timeout
@@ -407,13 +430,13 @@ class TokenCache:
                 return False
             record.rejected_order, record.rejected_at = next(self._orders), now
             rejected = {lease.access_token}
-            if record.token is not None:
-                rejected.add(record.token.lease.access_token)
-                record.token = None
+            entry = self._hits.pop(key, None)
+            if entry is not None:
+                rejected.add(entry.lease.access_token)
             if record.flight is not None and record.flight.order < record.rejected_order:
                 record.flight = None  # requested before the 401: its token is not good enough
             if self.store is not None:
-                record.discard = tuple(sorted(rejected))
+                record.rejected = tuple(sorted({*record.rejected, *rejected}))
             return True
 
     def evict(self, key: CacheKey, access_token: str) -> bool:
@@ -425,8 +448,7 @@ class TokenCache:
         :returns: whether a new token may help (see :meth:`reject`).
         """
         with self._lock:
-            record = self._records.get(key)
-            entry = None if record is None else record.token
+            entry = self._hits.get(key)
         if entry is None or entry.lease.access_token != access_token:
             return True
         return self.reject(key, entry.lease)
@@ -444,12 +466,17 @@ class TokenCache:
         if record is None:
             record = self._records[key] = _Record()
         bound = -1 if after is None else record.rejected_order
-        entry = record.token
+        entry = self._hits.get(key)
         if entry is not None and entry.lease.order <= bound:
             entry = None
         cooling = record.failures is not None and now < record.failures.until
         if entry is not None and now < entry.stale_at:
-            if cooling or record.flight is not None or not threading.main_thread().is_alive():
+            if (
+                now < entry.refresh_at
+                or cooling
+                or record.flight is not None
+                or not threading.main_thread().is_alive()
+            ):
                 return entry.lease, None
             # The first hit past the refresh point: refresh in the background, keep the token.
             record.flight = self._flight(deadline, replacing=entry.lease.access_token)
@@ -464,9 +491,9 @@ class TokenCache:
         renewal = after is not None
         fresher_than = record.rejected_at if renewal else None
         record.flight = self._flight(
-            deadline, renewal=renewal, fresher_than=fresher_than, discard=record.discard
+            deadline, renewal=renewal, fresher_than=fresher_than, rejected=record.rejected
         )
-        record.discard = ()
+        record.rejected = ()
         return record.flight, record.flight
 
     def _flight(self, deadline: float, **task: Any) -> _Flight:
@@ -474,7 +501,11 @@ class TokenCache:
 
     def _start(self, key: CacheKey, flight: _Flight, fetch: Callable[[], Token]) -> None:
         """Run ``flight``'s fetch in a thread of its own (inline when none can start)."""
-        run = functools.partial(contextvars.copy_context().run, self._run, key, flight, fetch)
+        context = contextvars.copy_context()
+
+        def run() -> None:
+            context.run(self._run, key, flight, fetch)
+
         name = FETCH_THREAD if flight.replacing is None else REFRESH_THREAD
         thread = threading.Thread(target=run, name=name, daemon=True)
         _workers.add(thread, flight.deadline - self.clock())
@@ -492,13 +523,12 @@ class TokenCache:
             if self.store is None:
                 cached = fetched()
             else:
-                for access_token in flight.discard:
-                    self.store.discard(key, access_token)
                 cached = self.store.get(
                     key,
                     fetched,
                     self.clock,
                     replacing=flight.replacing,
+                    rejected=flight.rejected,
                     fresher_than=flight.fresher_than,
                     deadline=flight.deadline,
                 )
@@ -536,7 +566,7 @@ class TokenCache:
             record = self._records.get(key)
             if record is not None and record.flight is flight:
                 record.flight = None
-                outcome, warning = self._settle(record, result)
+                outcome, warning = self._settle(key, record, result)
             else:
                 outcome = result.lease if isinstance(result, _Entry) else result
         try:
@@ -555,18 +585,18 @@ class TokenCache:
             )
 
     def _settle(
-        self, record: _Record, result: _Entry | BaseException
+        self, key: CacheKey, record: _Record, result: _Entry | BaseException
     ) -> tuple[Lease | BaseException, tuple[BaseException, float] | None]:
         """Record ``result`` for its key: the outcome for waiters, and what to warn about."""
         if isinstance(result, _Entry):
-            record.token, record.failures = result, None
+            self._hits[key], record.failures = result, None
             return result.lease, None
         if not isinstance(result, Exception):  # KeyboardInterrupt and the like: no cool-down
             return result, None
         now = self.clock()
         count = 1 if record.failures is None else record.failures.count + 1
         record.failures = _Failures(count, now + self.cooldown.pause(count), result)
-        entry = record.token
+        entry = self._hits.get(key)
         if entry is None or now >= entry.expires_at:
             return result, None
         return entry.lease, (result, entry.expires_at - now)

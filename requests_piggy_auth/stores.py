@@ -30,13 +30,14 @@ This module needs redis-py: ``pip install 'requests-piggy-auth[redis]'``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import secrets
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,7 +49,7 @@ except ImportError as exc:
     ) from exc
 
 from .cache import CachedToken, CacheKey, Clock
-from .oauth import is_valid_token
+from .oauth import MAX_LIFETIME, is_valid_token
 
 __all__ = ["RedisTimeoutWarning", "RedisTokenStore"]
 
@@ -62,18 +63,22 @@ end
 return 0
 """
 
-# Delete the token entry KEYS[1] only if its access token is still ARGV[1].
-_DISCARD = """
+# A 401 rejected the token ARGV[1]: note when (ARGV[2]) unless a sharer noted it first,
+# in KEYS[2] for ARGV[3] ms; delete the token entry KEYS[1] if it still holds that token.
+# Returns when the first sharer saw it rejected.
+_REJECT = """
+redis.call("SET", KEYS[2], ARGV[2], "NX", "PX", ARGV[3])
 local entry = redis.call("GET", KEYS[1])
-if not entry then
-    return 0
+if entry then
+    local ok, token = pcall(cjson.decode, entry)
+    if ok and type(token) == "table" and token.access_token == ARGV[1] then
+        redis.call("DEL", KEYS[1])
+    end
 end
-local ok, token = pcall(cjson.decode, entry)
-if ok and type(token) == "table" and token.access_token == ARGV[1] then
-    return redis.call("DEL", KEYS[1])
-end
-return 0
+return redis.call("GET", KEYS[2])
 """
+#: How long a sharer's note of a rejected token lasts: no token lives longer.
+_REJECTION_MS = round(MAX_LIFETIME * 1000)
 
 _TIMES = ("fetched_at", "stale_at", "expires_at")
 
@@ -141,7 +146,7 @@ class RedisTokenStore:
         self.timer = timer
         self.sleep = sleep
         self._release_lock = redis_client.register_script(_RELEASE)
-        self._discard_token = redis_client.register_script(_DISCARD)
+        self._reject_token = redis_client.register_script(_REJECT)
         self._retry_at = -math.inf
         self._failing = False
         unbounded = _unbounded_timeouts(redis_client)
@@ -164,6 +169,7 @@ class RedisTokenStore:
         clock: Clock,
         *,
         replacing: str | None = None,
+        rejected: Collection[str] = (),
         fresher_than: float | None = None,
         deadline: float | None = None,
     ) -> CachedToken:
@@ -177,8 +183,12 @@ class RedisTokenStore:
         :param replacing: a token refreshed ahead of time: a stored token
             that is still this one counts as missing, so a whole fleet
             refreshing at once makes one token request.
-        :param fresher_than: a time on ``clock``: a stored token fetched no
-            later counts as missing (after a 401 it may predate a revocation).
+        :param rejected: tokens a 401 rejected here: each is deleted if it is
+            still the stored one, and a stored token fetched before the first
+            401 any process saw for one of them counts as missing.
+        :param fresher_than: a time on ``clock``: a stored token fetched
+            before it counts as missing (after a 401 it may predate a revocation);
+            moved earlier to the first 401 any process saw for ``rejected``.
         :param deadline: a time on ``clock`` by which to return: the wait for
             another process's fetch ends then, and once it has passed this
             fetches without asking Redis (``None``: ``wait_timeout`` alone).
@@ -193,8 +203,11 @@ class RedisTokenStore:
             return fetch()
         token_key, lock_key = self._keys(key)
         owner = secrets.token_hex(16)
-        wanted = _Wanted(clock, replacing, fresher_than)
         try:
+            if rejected:
+                first = self._first_rejection(key, rejected, clock)
+                fresher_than = first if fresher_than is None else min(fresher_than, first)
+            wanted = _Wanted(clock, replacing, fresher_than)
             shared = self._token_or_lock(key, owner, wait, wanted)
         except redis.RedisError as exc:
             self._unavailable(exc)
@@ -208,14 +221,32 @@ class RedisTokenStore:
             self._attempt(self._release_lock, [lock_key], [owner])  # even when Redis just failed
         return cached
 
-    def discard(self, key: CacheKey, access_token: str) -> None:
-        """Delete ``key``'s token from Redis if it is still ``access_token`` (atomically)."""
-        self._quietly(self._discard_token, [self._keys(key)[0]], [access_token])
+    def _first_rejection(self, key: CacheKey, rejected: Collection[str], clock: Clock) -> float:
+        """Delete each ``rejected`` token if it is still shared; return, on ``clock``, when
+        the first sharer saw one of them rejected."""
+        token_key = self._keys(key)[0]
+        now = self.wall_clock()
+        offset = clock() - now
+        first = math.inf
+        for access_token in rejected:
+            noted = self._rejection_key(key, access_token)
+            seen = self._reject_token([token_key, noted], [access_token, repr(now), _REJECTION_MS])
+            first = min(first, float(seen))
+        return first + offset
+
+    def _rejection_key(self, key: CacheKey, access_token: str) -> str:
+        """Where sharers note when ``access_token`` was first rejected (by its hash)."""
+        digest = hashlib.sha256(access_token.encode()).hexdigest()
+        return f"{self.namespace}:rejected:{self._name(key)}:{digest}"
 
     def _keys(self, key: CacheKey) -> tuple[str, str]:
         """The Redis keys of ``key``'s token and of its lock."""
-        name = json.dumps(key, separators=(",", ":"))
+        name = self._name(key)
         return f"{self.namespace}:token:{name}", f"{self.namespace}:lock:{name}"
+
+    @staticmethod
+    def _name(key: CacheKey) -> str:
+        return json.dumps(key, separators=(",", ":"))
 
     def _token_or_lock(
         self, key: CacheKey, owner: str, wait: float, wanted: _Wanted
@@ -323,7 +354,7 @@ class RedisTokenStore:
 @dataclass(frozen=True)
 class _Wanted:
     """Which stored token a call can use: times on ``clock``; not ``replacing``; fetched
-    after ``fresher_than``."""
+    no earlier than ``fresher_than``."""
 
     clock: Clock
     replacing: str | None
@@ -331,7 +362,7 @@ class _Wanted:
 
     def accepts(self, access_token: str, fetched_at: float) -> bool:
         return access_token != self.replacing and (
-            self.fresher_than is None or fetched_at > self.fresher_than
+            self.fresher_than is None or fetched_at >= self.fresher_than
         )
 
 

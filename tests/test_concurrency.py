@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import pytest
 import requests
+from requests.adapters import HTTPAdapter
 from werkzeug import Request, Response
 
 from requests_piggy_auth import (
@@ -219,7 +220,9 @@ def test_a_child_forked_while_a_thread_holds_the_token_sessions_locks_does_not_h
 ) -> None:
     auth = make_auth()
     auth.token()  # the library's token session exists and has a pool
-    pools = token_session().get_adapter(piggy.url).poolmanager.pools
+    adapter = token_session().get_adapter(piggy.url)
+    assert isinstance(adapter, HTTPAdapter)
+    pools = adapter.poolmanager.pools
     held, release = threading.Event(), threading.Event()
 
     def hold_the_pools_lock() -> None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import pytest
 
@@ -41,7 +43,11 @@ def test_a_trickling_token_endpoint_holds_each_caller_only_until_the_deadline(
     echo_server.mode = "trickle"
     auth = trickled_auth(echo_server, TokenCache(cooldown=CoolDown(first=0)))
     http = AuthorizedHttp(auth)
-    token = {"requests": auth.token, "urllib3": lambda: auth.token(http._send)}[adapter]
+    sends: dict[str, Callable[[], str]] = {
+        "requests": auth.token,
+        "urllib3": partial(auth.token, http._send),
+    }
+    token = sends[adapter]
     callers = 8
     together = threading.Barrier(callers)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import multiprocessing
 import subprocess
@@ -16,7 +17,7 @@ import pytest
 import requests
 
 from requests_piggy_auth import ClientCredentialsAuth, CoolDown, TokenCache, TokenRequestError
-from requests_piggy_auth.cache import REFRESH_THREAD
+from requests_piggy_auth.cache import FETCH_THREAD, REFRESH_THREAD
 from requests_piggy_auth.oauth import Token
 from requests_piggy_auth.testing import FakeClock, FakePiggy
 from requests_piggy_auth.urllib3 import AuthorizedHttp
@@ -91,7 +92,7 @@ def test_many_threads_in_the_window_start_one_refresh_and_keep_the_old_token(
     assert cache.get(KEY, endpoint) == "token-CANARY-0"
     clock.advance(WINDOW_START - 0.001)
     assert cache.get(KEY, endpoint) == "token-CANARY-0"
-    assert endpoint.threads == ["MainThread"]
+    assert endpoint.threads == [FETCH_THREAD]
 
     clock.advance(0.001)
     endpoint.hold()
@@ -102,7 +103,7 @@ def test_many_threads_in_the_window_start_one_refresh_and_keep_the_old_token(
     endpoint.release()
     refreshed()
 
-    assert endpoint.threads == ["MainThread", REFRESH_THREAD]
+    assert endpoint.threads == [FETCH_THREAD, REFRESH_THREAD]
     assert cache.get(KEY, endpoint) == "token-CANARY-1"
 
 
@@ -127,7 +128,7 @@ def test_a_caller_past_the_leeway_point_waits_for_the_refresh_in_flight(
         late = pool.submit(cache.get, KEY, endpoint)
         endpoint.release()
         assert late.result(30) == late_caller_gets  # a failure leaves the stale, valid token
-    assert endpoint.threads == ["MainThread", REFRESH_THREAD]  # one request for both
+    assert endpoint.threads == [FETCH_THREAD, REFRESH_THREAD]  # one request for both
 
 
 def test_keys_refresh_each_on_their_own(
@@ -144,29 +145,30 @@ def test_keys_refresh_each_on_their_own(
     endpoint.release()
     refreshed()
 
-    assert endpoint.threads == ["MainThread"] * 2 + [REFRESH_THREAD] * 2
+    assert endpoint.threads == [FETCH_THREAD] * 2 + [REFRESH_THREAD] * 2
     assert {cache.get(KEY, endpoint), cache.get(other, endpoint)} == {
         "token-CANARY-2",
         "token-CANARY-3",
     }
 
 
-def test_a_refresh_started_by_a_daemon_thread_is_no_daemon(
+def test_fetches_run_in_daemon_threads_that_carry_the_callers_context(
     cache: TokenCache, clock: FakeClock, endpoint: Endpoint
 ) -> None:
-    cache.get(KEY, endpoint)
-    clock.advance(WINDOW_START)
-    daemons = []
+    """Exit never hangs on a fetch (it waits for each until its deadline, see test_deadlines)."""
+    caller = contextvars.ContextVar("caller", default="none")
+    seen = []
 
     def fetch() -> Token:
-        daemons.append(threading.current_thread().daemon)
+        seen.append((threading.current_thread().daemon, caller.get()))
         return endpoint()
 
-    caller = threading.Thread(target=cache.get, args=(KEY, fetch), daemon=True)
-    caller.start()
-    caller.join(30)
+    caller.set("the caller")
+    cache.get(KEY, fetch)
+    clock.advance(WINDOW_START)
+    cache.get(KEY, fetch)
     refreshed()
-    assert daemons == [False]
+    assert seen == [(True, "the caller")] * 2
 
 
 def test_a_token_past_its_expiry_is_fetched_by_the_caller(
@@ -176,7 +178,7 @@ def test_a_token_past_its_expiry_is_fetched_by_the_caller(
     clock.advance(EXPIRED)
 
     assert cache.get(KEY, endpoint) == "token-CANARY-1"
-    assert endpoint.threads == ["MainThread", "MainThread"]
+    assert endpoint.threads == [FETCH_THREAD, FETCH_THREAD]
 
 
 def test_a_failed_refresh_is_logged_cools_down_and_is_tried_again(
@@ -202,7 +204,7 @@ def test_a_failed_refresh_is_logged_cools_down_and_is_tried_again(
     clock.advance(0.001)
     assert cache.get(KEY, endpoint) == "token-CANARY-0"
     refreshed()
-    assert endpoint.threads == ["MainThread", REFRESH_THREAD, REFRESH_THREAD]
+    assert endpoint.threads == [FETCH_THREAD, REFRESH_THREAD, REFRESH_THREAD]
     assert cache.get(KEY, endpoint) == "token-CANARY-1"
 
 
@@ -214,7 +216,7 @@ def test_no_refresh_ahead_when_it_is_off(clock: FakeClock, endpoint: Endpoint) -
     clock.advance(0.001)
     assert cache.get(KEY, endpoint) == "token-CANARY-1"
 
-    assert endpoint.threads == ["MainThread", "MainThread"]
+    assert endpoint.threads == [FETCH_THREAD, FETCH_THREAD]
 
 
 @pytest.mark.parametrize(
@@ -240,7 +242,7 @@ def test_the_refresh_point_lies_in_the_first_half_of_the_window_by_jitter(
     clock.now = start + refresh_point
     cache.get(KEY, endpoint)
     refreshed()
-    assert endpoint.threads == ["MainThread", REFRESH_THREAD]
+    assert endpoint.threads == [FETCH_THREAD, REFRESH_THREAD]
 
 
 def test_jitter_spreads_a_fleets_refresh_points(endpoint: Endpoint) -> None:

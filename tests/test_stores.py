@@ -171,17 +171,49 @@ def test_a_401_deletes_the_stored_token_only_while_it_is_the_one_rejected(
     assert json.loads(client.get(TOKEN_KEY))["access_token"] == "token-CANARY-0001"  # type: ignore[arg-type]
 
 
-def test_a_rate_limited_eviction_leaves_the_stored_token(
+def test_a_renewal_the_server_rejects_too_leaves_the_stored_token(
     store: RedisTokenStore, client: redis.Redis, endpoint: Endpoint
 ) -> None:
     cache = process(store)
-    cache.get(KEY, endpoint)
-    cache.evict(KEY, "token-CANARY-0000")
-    cache.get(KEY, endpoint)
+    first = cache.lease(KEY, endpoint)
+    assert cache.reject(KEY, first) is True
+    renewed = cache.lease(KEY, endpoint, after=first)
 
-    assert cache.evict(KEY, "token-CANARY-0001") is False  # within min_evict_interval
+    assert cache.reject(KEY, renewed) is False  # never accepted, within min_evict_interval
     assert client.exists(TOKEN_KEY)
     assert process(store).get(KEY, endpoint) == "token-CANARY-0001"
+
+
+def test_a_resend_never_gets_a_token_another_process_requested_before_the_revocation(
+    store: RedisTokenStore, wall: FakeClock, endpoint: Endpoint
+) -> None:
+    a, b_clock = process(store), FakeClock()
+    b = process(store, b_clock)
+    old = a.lease(KEY, endpoint)
+    assert b.get(KEY, endpoint) == old.access_token
+    b_clock.advance(3600 - 30 - 1)  # b refreshes ahead and stores its new token
+    assert b.get(KEY, endpoint) == old.access_token
+    refreshed()
+    assert endpoint.issued == ["token-CANARY-0000", "token-CANARY-0001"]
+    wall.advance(1)  # every token is revoked, then a's request with the old one gets a 401
+
+    assert a.reject(KEY, old) is True
+    assert a.lease(KEY, endpoint, after=old).access_token == "token-CANARY-0002"
+
+
+def test_a_late_401_for_a_shared_token_takes_the_renewal_another_process_made(
+    store: RedisTokenStore, wall: FakeClock, endpoint: Endpoint
+) -> None:
+    a, b = process(store), process(store)
+    old, olds = a.lease(KEY, endpoint), b.lease(KEY, endpoint)
+    wall.advance(1)
+    assert a.reject(KEY, old) is True
+    renewed = a.lease(KEY, endpoint, after=old)
+    wall.advance(1)  # b's request with the old token took longer
+
+    assert b.reject(KEY, olds) is True
+    assert b.lease(KEY, endpoint, after=olds).access_token == renewed.access_token
+    assert endpoint.issued == ["token-CANARY-0000", "token-CANARY-0001"]
 
 
 def test_the_lock_winner_uses_a_token_stored_just_before_it_got_the_lock(
