@@ -59,7 +59,7 @@ class PiggyAuth(requests.auth.AuthBase):
     """What every Piggy auth shares: origins, the Bearer header, the 401 hook.
 
     Adapters for other HTTP libraries use :meth:`sends_token_to`,
-    :meth:`token` and :meth:`should_retry`, so the rules live in one place.
+    :meth:`lease` and :meth:`rejected`, so the rules live in one place.
 
     :param base_url: the API's base URL; ``None``: ``$PIGGY_BASE_URL``, else
         ``https://api.piggy.eu``. Must be https unless loopback.
@@ -75,7 +75,7 @@ class PiggyAuth(requests.auth.AuthBase):
 
     def __init__(self, *, base_url: str | None, allowed_origins: Iterable[str]) -> None:
         if base_url is None:
-            base_url = os.environ.get(BASE_URL_VARIABLE) or DEFAULT_BASE_URL
+            base_url = os.environ.get(BASE_URL_VARIABLE, "").strip() or DEFAULT_BASE_URL
         self.base_url = base_url.rstrip("/")
         origin = secure_origin(self.base_url, what="base_url")
         if isinstance(allowed_origins, str):
@@ -115,17 +115,6 @@ class PiggyAuth(requests.auth.AuthBase):
         takes ``lease(send, after=lease)``.
 
         :param lease: the lease the request carried (read from what was sent).
-        :param www_authenticate: the 401's ``WWW-Authenticate`` header, if any.
-        :param body: the 401's body (at most 1 MiB of it).
-        """
-        return False
-
-    def should_retry(self, token: str, www_authenticate: str | None, body: bytes) -> bool:
-        """Whether to resend a request that got a 401 for ``token`` with a new token.
-
-        Evicts ``token`` from the cache when the 401 says it is stale.
-
-        :param token: the token the request carried.
         :param www_authenticate: the 401's ``WWW-Authenticate`` header, if any.
         :param body: the 401's body (at most 1 MiB of it).
         """
@@ -266,17 +255,6 @@ class ClientCredentialsAuth(PiggyAuth):
         :param body: the 401's body.
         """
         return token_rejected(www_authenticate, body) and self.cache.reject(self._key, lease)
-
-    def should_retry(self, token: str, www_authenticate: str | None, body: bytes) -> bool:
-        """True when the 401 may mean a stale token and evicting it made room for a new one.
-
-        The eviction is compare-and-evict: only if the cache still holds ``token``.
-
-        :param token: the token the request carried.
-        :param www_authenticate: the 401's ``WWW-Authenticate`` header, if any.
-        :param body: the 401's body.
-        """
-        return token_rejected(www_authenticate, body) and self.cache.evict(self._key, token)
 
     def fetch_token(self) -> Token:
         """A new token straight from the token endpoint, past the cache (for tools).

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import math
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import pytest
 
-from requests_piggy_auth import TokenCache
+from requests_piggy_auth import CoolDown, TokenCache
 from requests_piggy_auth.oauth import Token
 from requests_piggy_auth.testing import FakeClock
 
 KEY = ("https://api.piggy.eu/oauth/token", "client")
+T = TypeVar("T")
 
 
 def test_a_token_without_expires_in_gets_the_default_lifetime(clock: FakeClock) -> None:
@@ -132,3 +136,54 @@ def test_clear_forgets_every_token(cache: TokenCache) -> None:
 def test_bad_settings_are_refused(options: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="must be"):
         TokenCache(1024, **options)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("maxsize", [0, -1, 1.5, True, "10"])
+def test_a_size_that_could_hold_no_token_is_refused(maxsize: object) -> None:
+    with pytest.raises(ValueError, match=r"maxsize must be a whole number of at least 1, got"):
+        TokenCache(maxsize)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["leeway", "default_lifetime", "min_evict_interval"])
+def test_nan_settings_are_refused(name: str) -> None:
+    with pytest.raises(ValueError, match="must be"):
+        TokenCache(**{name: math.nan})  # type: ignore[arg-type]
+
+
+class Interrupted(BaseException):
+    pass
+
+
+def once(error: BaseException, then: Callable[[], T]) -> Callable[[], T]:
+    """A callable that raises ``error`` the first time, then calls ``then``."""
+    raised: list[BaseException] = []
+
+    def call() -> T:
+        if not raised:
+            raised.append(error)
+            raise error
+        return then()
+
+    return call
+
+
+@pytest.mark.parametrize(
+    ("settings", "fetch", "expected"),
+    [
+        ({}, once(Interrupted(), lambda: Token("never")), Interrupted),
+        ({}, lambda: None, AttributeError),  # not a Token at all
+        ({"jitter": once(ZeroDivisionError(), lambda: 0.5)}, lambda: Token("t"), ZeroDivisionError),
+    ],
+    ids=["interrupted", "not-a-token", "jitter-fails"],
+)
+def test_no_failure_on_any_path_leaves_the_key_wedged(
+    clock: FakeClock,
+    settings: dict[str, Any],
+    fetch: Callable[[], Token],
+    expected: type[BaseException],
+) -> None:
+    cache = TokenCache(clock=clock, cooldown=CoolDown(first=0), **settings)
+    with pytest.raises(expected):
+        cache.get(KEY, fetch)
+    # The flight was resolved: the next caller fetches anew rather than waiting for ever.
+    assert cache.get(KEY, lambda: Token("fresh"), timeout=30) == "fresh"

@@ -94,3 +94,13 @@ def test_invalid_settings_are_a_configuration_error() -> None:
         ConfigurationError, match=r"invalid Piggy settings.*base_url must use https"
     ):
         from_env({"PIGGY_PERSONAL_ACCESS_TOKEN": "pat", "PIGGY_BASE_URL": "http://piggy.eu"})
+
+
+def test_an_auth_made_without_a_base_url_strips_the_variable(
+    piggy: FakePiggy, cache: TokenCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PIGGY_BASE_URL", f"{piggy.url}/\n")
+    auth = ClientCredentialsAuth(CLIENT_ID, CLIENT_SECRET, cache=cache)
+
+    assert auth.base_url == piggy.url
+    assert auth.token() == piggy.tokens()[0]

@@ -40,4 +40,5 @@ def test_the_request_never_shows_the_secret() -> None:
 
 
 def test_a_personal_access_token_is_never_renewed() -> None:
-    assert PersonalAccessTokenAuth("pat").should_retry("pat", None, b"") is False
+    pat = PersonalAccessTokenAuth("pat")
+    assert pat.rejected(pat.lease(), None, b"") is False
