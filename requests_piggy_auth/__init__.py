@@ -11,7 +11,7 @@ answers 401 for a stale token.
 
 from ._version import __version__
 from .auth import ClientCredentialsAuth, PersonalAccessTokenAuth, PiggyAuth
-from .cache import CoolDown, TokenCache, TokenStore, shared_cache
+from .cache import CoolDown, Lease, TokenCache, TokenStore, shared_cache
 from .env import from_env
 from .errors import (
     ConfigurationError,
@@ -28,6 +28,7 @@ __all__ = [
     "ConfigurationError",
     "CoolDown",
     "InvalidClientError",
+    "Lease",
     "PersonalAccessTokenAuth",
     "PiggyAuth",
     "PiggyAuthError",

@@ -379,14 +379,14 @@ class TokenCache:
             within ``timeout``; or whatever ``fetch`` raised.
         """
         now = self.clock()
-        if after is None:
-            with self._lock:
-                entry = self._hits.get(key)
-                if entry is not None and now < entry.refresh_at:
-                    return entry.lease
+        with self._lock:
+            # A rejection evicts every token cached before it: what is here is later.
+            entry = self._hits.get(key)
+            if entry is not None and now < entry.refresh_at:
+                return entry.lease
         deadline = math.inf if timeout is None else now + timeout
         with self._lock:
-            step, start = self._decide(key, now, deadline, after)
+            step, start = self._decide(key, now, deadline, renewal=after is not None)
         if start is not None:
             self._start(key, start, fetch)
         if isinstance(step, _Flight):
@@ -459,16 +459,13 @@ class TokenCache:
             self._records.clear()
 
     def _decide(
-        self, key: CacheKey, now: float, deadline: float, after: Lease | None
+        self, key: CacheKey, now: float, deadline: float, *, renewal: bool
     ) -> tuple[_Step, _Flight | None]:
         """What the caller does next, and a flight for it to start; under the lock, no I/O."""
         record = self._records.get(key)
         if record is None:
             record = self._records[key] = _Record()
-        bound = -1 if after is None else record.rejected_order
         entry = self._hits.get(key)
-        if entry is not None and entry.lease.order <= bound:
-            entry = None
         cooling = record.failures is not None and now < record.failures.until
         if entry is not None and now < entry.stale_at:
             if (
@@ -486,9 +483,8 @@ class TokenCache:
             if entry is not None and now < entry.expires_at:  # stale, still good
                 return entry.lease, None
             return _cooling_down(key, record.failures, record.failures.until - now), None
-        if record.flight is not None and record.flight.order > bound:
+        if record.flight is not None:  # a rejection drops the flight it may predate
             return record.flight, None
-        renewal = after is not None
         fresher_than = record.rejected_at if renewal else None
         record.flight = self._flight(
             deadline, renewal=renewal, fresher_than=fresher_than, rejected=record.rejected
@@ -511,7 +507,7 @@ class TokenCache:
         _workers.add(thread, flight.deadline - self.clock())
         try:
             thread.start()
-        except RuntimeError:  # no new threads at interpreter shutdown
+        except RuntimeError:  # pragma: no cover - Python 3.12+: no new threads at shutdown
             _workers.discard(thread)
             run()
 
@@ -684,8 +680,7 @@ class _Workers:
         with self._lock:
             until = dict(self._until)
         for thread, deadline in until.items():
-            if thread.is_alive():
-                thread.join(min(max(deadline - time.monotonic(), 0.0), threading.TIMEOUT_MAX))
+            thread.join(min(max(deadline - time.monotonic(), 0.0), threading.TIMEOUT_MAX))
 
     def after_fork_in_child(self) -> None:
         self._lock = threading.Lock()

@@ -216,7 +216,7 @@ class RedisTokenStore:
             return shared
         try:
             cached = fetch()
-            self._quietly(self._save, token_key, cached, clock)
+            self._attempt(self._save, token_key, cached, clock)
         finally:
             self._attempt(self._release_lock, [lock_key], [owner])  # even when Redis just failed
         return cached
@@ -315,11 +315,6 @@ class RedisTokenStore:
         entry: dict[str, object] = {"access_token": cached.access_token}
         entry.update({name: getattr(cached, name) + offset for name in _TIMES})
         self.redis.set(token_key, json.dumps(entry), px=ttl_ms)
-
-    def _quietly(self, call: Callable[..., object], *args: Any) -> None:
-        """:meth:`_attempt` ``call(*args)`` unless Redis is left alone."""
-        if self._available():
-            self._attempt(call, *args)
 
     def _attempt(self, call: Callable[..., object], *args: Any) -> None:
         """``call(*args)``; a Redis error is logged (once while Redis fails), not raised."""

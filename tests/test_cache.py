@@ -187,3 +187,28 @@ def test_no_failure_on_any_path_leaves_the_key_wedged(
         cache.get(KEY, fetch)
     # The flight was resolved: the next caller fetches anew rather than waiting for ever.
     assert cache.get(KEY, lambda: Token("fresh"), timeout=30) == "fresh"
+
+
+def test_a_401_while_a_fetch_is_in_flight_takes_a_token_requested_after_it(
+    clock: FakeClock,
+) -> None:
+    cache = TokenCache(maxsize=1, clock=clock)
+    old = cache.lease(KEY, lambda: Token("old"))
+    cache.get(("url", "another client"), lambda: Token("other"))  # KEY's record goes
+    fetching, answer = threading.Event(), threading.Event()
+
+    def requested_before_the_401() -> Token:
+        fetching.set()
+        answer.wait(30)
+        return Token("requested-before-the-401")
+
+    with ThreadPoolExecutor(1) as pool:
+        cold = pool.submit(cache.lease, KEY, requested_before_the_401)
+        assert fetching.wait(30)
+        assert cache.reject(KEY, old) is True
+        answer.set()
+        assert cold.result(30).access_token == "requested-before-the-401"  # its caller's
+
+    renewed = cache.lease(KEY, lambda: Token("after"), after=old)
+    assert renewed.access_token == "after"
+    assert "after" not in repr(renewed)

@@ -336,7 +336,7 @@ def test_evicting_while_redis_is_lost_still_evicts(
     assert len(logs.records) == 1
 
 
-def test_a_401_leaves_a_failed_redis_alone_until_retry_interval_has_passed(
+def test_a_renewal_leaves_a_failed_redis_alone_until_retry_interval_has_passed(
     store: RedisTokenStore, redis_server: RedisServer, client: redis.Redis, endpoint: Endpoint
 ) -> None:
     cache = process(store)
@@ -347,6 +347,7 @@ def test_a_401_leaves_a_failed_redis_alone_until_retry_interval_has_passed(
     client.set(TOKEN_KEY, json.dumps({"access_token": "token-CANARY-0000", **times}))
 
     assert cache.evict(KEY, "token-CANARY-0000") is True
+    assert cache.get(KEY, endpoint) == "token-CANARY-0001"
     assert client.exists(TOKEN_KEY)  # Redis was not asked to delete it
 
 
