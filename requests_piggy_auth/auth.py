@@ -9,6 +9,7 @@ registered on that request.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 from collections.abc import Callable, Iterable
@@ -452,9 +453,22 @@ def judge_401(
 
 
 def _connect_timeout(timeout: Timeout) -> float:
-    """The connect part of a requests-style timeout, in seconds (0 for none)."""
-    connect = timeout[0] if isinstance(timeout, tuple) else timeout
-    return connect or 0.0
+    """The connect part of a requests-style timeout, in seconds (0 for none).
+
+    :raises ValueError: for anything but ``None``, a positive finite number of
+        seconds, or a ``(connect, read)`` pair of them.
+    """
+    parts = timeout if isinstance(timeout, tuple) else (timeout,)
+    if not 1 <= len(parts) <= 2 or not all(
+        part is None
+        or (isinstance(part, (int, float)) and not isinstance(part, bool) and 0 < part < math.inf)
+        for part in parts
+    ):
+        raise ValueError(
+            "timeout must be None, a positive number of seconds or a (connect, read) pair of "
+            f"them, got {timeout!r}"
+        )
+    return parts[0] or 0.0
 
 
 def _last4(token: str) -> str:

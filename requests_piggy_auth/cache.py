@@ -314,8 +314,11 @@ class TokenCache:
     ) -> None:
         if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 1:
             raise ValueError(f"maxsize must be a whole number of at least 1, got {maxsize!r}")
-        if not leeway >= 0 or not default_lifetime > 0 or not min_evict_interval >= 0:
-            raise ValueError("leeway and min_evict_interval must be >= 0 and default_lifetime > 0")
+        if not (leeway >= 0 and 0 < default_lifetime < math.inf and min_evict_interval >= 0):
+            raise ValueError(
+                "leeway and min_evict_interval must be >= 0 and default_lifetime a finite "
+                "number of seconds above 0"
+            )
         if not 0 < refresh_window <= 1:
             raise ValueError("refresh_window must be above 0 and at most 1")
         self.maxsize = maxsize
@@ -611,7 +614,9 @@ class TokenCache:
         refresh_at = cached.stale_at
         if self.refresh_ahead:
             window = (cached.stale_at - cached.fetched_at) * self.refresh_window
-            refresh_at -= window - self.jitter() * window / 2
+            spread = self.jitter()
+            spread = spread if 0 <= spread <= 1 else 0.0  # NaN and strays: the window's start
+            refresh_at -= window - spread * window / 2
         lease = Lease(cached.access_token, flight.order, renewal=flight.renewal)
         return _Entry(lease, cached.stale_at, cached.expires_at, refresh_at)
 

@@ -7,6 +7,7 @@ so every transport (requests, urllib3) retries the same way.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
@@ -64,8 +65,16 @@ class RetryPolicy:
     clock: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.total < 0 or self.budget <= 0 or self.backoff_factor < 0 or self.backoff_max < 0:
-            raise ValueError("total, backoff_factor and backoff_max must be >= 0 and budget > 0")
+        if not (
+            self.total >= 0
+            and 0 < self.budget < math.inf
+            and self.backoff_factor >= 0
+            and self.backoff_max >= 0
+        ):
+            raise ValueError(
+                "total, backoff_factor and backoff_max must be >= 0 and budget a finite number "
+                "of seconds above 0"
+            )
         if not 0 <= self.jitter <= 1:
             raise ValueError(f"jitter must be between 0 and 1, got {self.jitter!r}")
 

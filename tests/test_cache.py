@@ -212,3 +212,20 @@ def test_a_401_while_a_fetch_is_in_flight_takes_a_token_requested_after_it(
     renewed = cache.lease(KEY, lambda: Token("after"), after=old)
     assert renewed.access_token == "after"
     assert "after" not in repr(renewed)
+
+
+def test_a_jitter_outside_zero_to_one_puts_the_refresh_point_at_the_windows_start(
+    clock: FakeClock,
+) -> None:
+    fetched = []
+
+    def fetch() -> Token:
+        fetched.append(1)
+        return Token(f"t{len(fetched)}", 3600)
+
+    cache = TokenCache(clock=clock, jitter=lambda: math.nan)
+    cache.get(KEY, fetch)
+    clock.advance((3600 - 30) / 2 - 1)  # just before the window's start: a plain hit
+    for _ in range(3):
+        assert cache.get(KEY, fetch) == "t1"
+    assert len(fetched) == 1

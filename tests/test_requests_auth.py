@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import io
 import logging
+import math
 import types
 from collections.abc import Iterator
 from typing import Any
@@ -431,3 +432,19 @@ def test_the_token_session_can_be_closed_and_reopened(
     close_token_session()
     assert get(auth, piggy.url + API).status_code == 200
     assert token_session() is token_session()
+
+
+@pytest.mark.parametrize(
+    "timeout", [0, -1, math.nan, math.inf, (3, math.nan), (1, 2, 3), "5", True], ids=repr
+)
+def test_a_timeout_that_could_never_bound_a_token_request_is_refused(
+    piggy: FakePiggy, timeout: object
+) -> None:
+    with pytest.raises(ValueError, match="timeout must be None, a positive number of seconds"):
+        ClientCredentialsAuth(CLIENT_ID, CLIENT_SECRET, base_url=piggy.url, timeout=timeout)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("timeout", [None, 2, 0.5, (1, None), (None, 2), (0.5, 4)], ids=repr)
+def test_timeouts_requests_takes_are_taken(piggy: FakePiggy, timeout: object) -> None:
+    auth = ClientCredentialsAuth(CLIENT_ID, CLIENT_SECRET, base_url=piggy.url, timeout=timeout)  # type: ignore[arg-type]
+    assert auth.timeout == timeout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 
@@ -231,6 +232,9 @@ def test_full_jitter_waits_anywhere_up_to_the_ceiling() -> None:
     [
         {"total": -1},
         {"budget": 0},
+        {"budget": math.nan},
+        {"budget": math.inf},
+        {"backoff_factor": math.nan},
         {"backoff_factor": -0.1},
         {"backoff_max": -1},
         {"jitter": 1.5},
