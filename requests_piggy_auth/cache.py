@@ -65,13 +65,22 @@ REFRESH_THREAD = "piggy-auth-refresh"
 _WAIT_SLICE = 0.5
 
 
-@functools.lru_cache(maxsize=256)
 def client_key(token_url: str, client_id: str, client_secret: str) -> CacheKey:
     """The cache key of a client: its secret only as a slow, salted fingerprint.
 
     The fingerprint (scrypt) tells credentials apart without revealing the
-    secret, even to whoever reads a shared store.
+    secret, even to whoever reads a shared store. It is computed once per
+    client and process: threads making auth objects at once wait for that one.
     """
+    with _fingerprint_lock:
+        return _client_key(token_url, client_id, client_secret)
+
+
+_fingerprint_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=256)
+def _client_key(token_url: str, client_id: str, client_secret: str) -> CacheKey:
     fingerprint = hashlib.scrypt(
         client_secret.encode(),
         salt=f"requests-piggy-auth\0{token_url}\0{client_id}".encode(),
@@ -727,11 +736,12 @@ def _after_fork_in_parent() -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _fork_lock
+    global _fork_lock, _fingerprint_lock
     for cache in _held:
         cache._after_fork_in_child()
     _held.clear()
     _fork_lock = threading.Lock()
+    _fingerprint_lock = threading.Lock()
     _workers.after_fork_in_child()
 
 
