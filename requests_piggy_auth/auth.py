@@ -168,6 +168,10 @@ class PiggyAuth(requests.auth.AuthBase):
         response: requests.Response = r.connection.send(retry, **kwargs)
         if response.status_code != 401:
             renewed.accept()
+        # requests follows a redirect of the resend from the original request: it must
+        # carry the new token, while the 401 keeps a copy of what was sent.
+        r.request = request.copy()
+        request.headers["Authorization"] = renewed.authorization
         response.history.append(r)
         response.request = retry
         return response
@@ -266,12 +270,7 @@ class ClientCredentialsAuth(PiggyAuth):
 
     def _fetch(self, send: TokenSender) -> Token:
         token = self.grant.parse(self.retry.send(send, self.grant.token_request()))
-        log.debug(
-            "new token ...%s for client %r (expires_in=%s)",
-            _last4(token.access_token),
-            self.client_id,
-            token.expires_in,
-        )
+        log.debug("new token for client %r (expires_in=%s)", self.client_id, token.expires_in)
         return token
 
     def _send(self, request: TokenRequest) -> TokenResponse:
@@ -288,7 +287,8 @@ class ClientCredentialsAuth(PiggyAuth):
                 body = read_at_most(response.iter_content(64 * 1024), MAX_BODY)
                 return TokenResponse(response.status_code, response.headers, body)
         except requests.RequestException as exc:
-            raise token_request_failed(request.url, exc) from None
+            failure = token_request_failed(request.url, exc)
+        raise failure
 
 
 class PersonalAccessTokenAuth(PiggyAuth):
@@ -469,7 +469,3 @@ def _connect_timeout(timeout: Timeout) -> float:
             f"them, got {timeout!r}"
         )
     return parts[0] or 0.0
-
-
-def _last4(token: str) -> str:
-    return token[-4:] if len(token) >= 16 else ""

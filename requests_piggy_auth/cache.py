@@ -432,7 +432,9 @@ class TokenCache:
         now = self.clock()
         with self._lock:
             record = self._records.get(key)
-            if record is None or lease.order < record.rejected_order:
+            if record is None:  # forgotten since (cleared, least recently used): start anew
+                record = self._records[key] = _Record()
+            if lease.order < record.rejected_order:
                 return True  # a rejection after its token was requested is known: renew past it
             if (
                 lease.renewal
@@ -508,7 +510,11 @@ class TokenCache:
         return _Flight(Future(), next(self._orders), deadline, **task)
 
     def _start(self, key: CacheKey, flight: _Flight, fetch: Callable[[], Token]) -> None:
-        """Run ``flight``'s fetch in a thread of its own (inline when none can start)."""
+        """Run ``flight``'s fetch in a thread of its own (inline when none can start).
+
+        An interrupt before the thread runs (Ctrl-C) leaves no flight behind
+        for others to wait on.
+        """
         context = contextvars.copy_context()
 
         def run() -> None:
@@ -516,12 +522,16 @@ class TokenCache:
 
         name = FETCH_THREAD if flight.replacing is None else REFRESH_THREAD
         thread = threading.Thread(target=run, name=name, daemon=True)
-        _workers.add(thread, flight.deadline - self.clock())
         try:
+            _workers.add(thread, flight.deadline - self.clock())
             thread.start()
         except RuntimeError:  # pragma: no cover - Python 3.12+: no new threads at shutdown
             _workers.discard(thread)
             run()
+        except BaseException as exc:  # its waiters get it too, with no cool-down
+            _workers.discard(thread)
+            self._complete(key, flight, exc)
+            raise
 
     def _run(self, key: CacheKey, flight: _Flight, fetch: Callable[[], Token]) -> None:
         """Fetch through the store, if any, and complete ``flight`` with the outcome."""
@@ -531,6 +541,7 @@ class TokenCache:
             if self.store is None:
                 cached = fetched()
             else:
+                now = self.clock()  # the store's waits take half the time left, its fetch the rest
                 cached = self.store.get(
                     key,
                     fetched,
@@ -538,7 +549,7 @@ class TokenCache:
                     replacing=flight.replacing,
                     rejected=flight.rejected,
                     fresher_than=flight.fresher_than,
-                    deadline=flight.deadline,
+                    deadline=now + (flight.deadline - now) / 2,
                 )
             result = self._entry(cached, flight)
         except BaseException as exc:  # every outcome reaches the waiters
@@ -567,14 +578,20 @@ class TokenCache:
         """End ``flight``: cache its token or start a cool-down, then resolve its waiters.
 
         A flight that is no longer its key's (abandoned, superseded, cleared)
-        changes nothing here, but its waiters still get its outcome.
+        changes nothing here, but its waiters still get its outcome. The clock
+        and the cool-down are asked outside the lock.
         """
-        warning = None
+        now = self.clock()
         with self._lock:
             record = self._records.get(key)
-            if record is not None and record.flight is flight:
+            failures = None if record is None else record.failures
+        count = 1 if failures is None else failures.count + 1
+        pause = self.cooldown.pause(count) if isinstance(result, Exception) else 0.0
+        warning = None
+        with self._lock:
+            if record is not None and record is self._records.get(key) and record.flight is flight:
                 record.flight = None
-                outcome, warning = self._settle(key, record, result)
+                outcome, warning = self._settle(key, record, result, now, count, pause)
             else:
                 outcome = result.lease if isinstance(result, _Entry) else result
         try:
@@ -593,17 +610,24 @@ class TokenCache:
             )
 
     def _settle(
-        self, key: CacheKey, record: _Record, result: _Entry | BaseException
+        self,
+        key: CacheKey,
+        record: _Record,
+        result: _Entry | BaseException,
+        now: float,
+        count: int,
+        pause: float,
     ) -> tuple[Lease | BaseException, tuple[BaseException, float] | None]:
-        """Record ``result`` for its key: the outcome for waiters, and what to warn about."""
+        """Record ``result`` for its key: the outcome for waiters, and what to warn about.
+
+        ``count`` is the failures in a row this one would make, ``pause`` its cool-down.
+        """
         if isinstance(result, _Entry):
             self._hits[key], record.failures = result, None
             return result.lease, None
         if not isinstance(result, Exception):  # KeyboardInterrupt and the like: no cool-down
             return result, None
-        now = self.clock()
-        count = 1 if record.failures is None else record.failures.count + 1
-        record.failures = _Failures(count, now + self.cooldown.pause(count), result)
+        record.failures = _Failures(count, now + pause, result)
         entry = self._hits.get(key)
         if entry is None or now >= entry.expires_at:
             return result, None

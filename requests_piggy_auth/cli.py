@@ -22,7 +22,6 @@ from .auth import (
     ClientCredentialsAuth,
     PersonalAccessTokenAuth,
     PiggyAuth,
-    _last4,
 )
 from .env import (
     CLIENT_ID_VARIABLE,
@@ -203,8 +202,9 @@ def status_line(status: int) -> str:
 
 
 def mask(token: str) -> str:
-    """Enough of a token to tell tokens apart, not enough to use one."""
-    return "*" * 8 + _last4(token)
+    """Enough of a token to tell tokens apart, not enough to use one: its last four
+    characters, of a token of 16 or more."""
+    return "*" * 8 + (token[-4:] if len(token) >= 16 else "")
 
 
 def fail(message: str, code: int = 1) -> int:

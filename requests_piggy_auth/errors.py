@@ -115,7 +115,9 @@ def _timed_out(exc: BaseException) -> bool:
 def token_request_failed(url: str, exc: BaseException) -> TokenRequestError:
     """The error for a token request to ``url`` that got no answer: ``exc`` says why.
 
-    Raise it ``from None``: a chained ``exc`` would print its text in tracebacks.
+    Raise it after the ``except`` block that caught ``exc``, not in it: as its
+    cause or its context, ``exc`` would carry its text, and for requests the
+    request with its body, along with our error.
     """
     return TokenRequestError(f"token request to {url} {describe_failure(exc)}")
 

@@ -2,16 +2,19 @@
 
 Both work on a urllib3 ``HTTPResponse`` (which is also ``requests.Response.raw``)
 whose body has not been read: :func:`read_head` reads at most ``MAX_BODY + 1``
-bytes of it as sent, :func:`decoded` decodes them boundedly for judging, and
-:func:`replayed` hands the response back with those bytes followed by the rest,
-still unread, so a streamed 401 stays streamable however long its body is.
+bytes of it as sent, for at most ``MAX_JUDGE_SECONDS``, :func:`decoded` decodes
+them boundedly for judging, and :func:`replayed` hands the response back with
+those bytes followed by the rest, still unread, so a streamed 401 stays
+streamable however long its body is.
 """
 
 from __future__ import annotations
 
+import functools
 import io
+import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import urllib3
@@ -23,20 +26,36 @@ if TYPE_CHECKING:
     from urllib3 import BaseHTTPResponse
 
 _CHUNK = 64 * 1024
+#: How long a 401's body is read, at most, to judge it: a server that trickles it
+#: holds a call this long (and one read timeout) before it is judged on what came.
+MAX_JUDGE_SECONDS = 2.0
 #: The zlib ``wbits`` to try for each ``Content-Encoding`` judged by its body
 #: ("deflate" is zlib-wrapped or raw, as urllib3 reads it).
 _WBITS = {"gzip": (31,), "x-gzip": (31,), "deflate": (15, -15)}
 
 
 def read_head(response: BaseHTTPResponse) -> bytes:
-    """Up to ``MAX_BODY + 1`` bytes of ``response``'s body, as sent (still encoded)."""
+    """Up to ``MAX_BODY + 1`` bytes of ``response``'s body, as sent (still encoded).
+
+    Each read takes what one socket read brings, so reading stops once
+    ``MAX_JUDGE_SECONDS`` have passed, however slowly the body comes.
+    """
+    read1 = _read1(response)
+    deadline = time.monotonic() + MAX_JUDGE_SECONDS
     head = bytearray()
-    while len(head) <= MAX_BODY:
-        chunk = response.read(min(_CHUNK, MAX_BODY + 1 - len(head)), decode_content=False)
+    while len(head) <= MAX_BODY and time.monotonic() < deadline:
+        chunk = read1(min(_CHUNK, MAX_BODY + 1 - len(head)))
         if not chunk:
             break
         head += chunk
     return bytes(head)
+
+
+def _read1(response: BaseHTTPResponse) -> Callable[[int], bytes]:
+    """One read of at most so many bytes of ``response``'s body as sent: what is there."""
+    if hasattr(response, "read1"):  # urllib3 2
+        return functools.partial(response.read1, decode_content=False)
+    return response._fp.read1  # type: ignore[attr-defined,no-any-return]  # pragma: no cover - urllib3 1.26
 
 
 def decoded(headers: Mapping[str, str], head: bytes) -> bytes:

@@ -199,8 +199,10 @@ class AuthorizedHttp(RequestMethods):
                 response.close()  # a no-op once read to the end; else the rest is unread
                 response.release_conn()
         except HTTPError as exc:
-            raise token_request_failed(request.url, exc) from None
-        return TokenResponse(response.status, response.headers, body)
+            failure = token_request_failed(request.url, exc)
+        else:
+            return TokenResponse(response.status, response.headers, body)
+        raise failure
 
 
 def _sent(kw: dict[str, Any], lease: Lease | None, streamed: bool) -> dict[str, Any]:

@@ -185,12 +185,14 @@ class EndlessBody:
     """A fault: a 401 whose body never ends, as far as the client can tell.
 
     Chunk after chunk of ``x`` follows ``start``, until :meth:`stop` (which
-    the ``endless_401`` fixture calls when the test is over).
+    the ``endless_401`` fixture calls when the test is over); ``trickle``: a
+    byte every 10 ms, each well within any read timeout.
     """
 
-    def __init__(self, start: bytes, headers: Mapping[str, str]) -> None:
+    def __init__(self, start: bytes, headers: Mapping[str, str], trickle: bool = False) -> None:
         self.start = start
         self.headers = headers
+        self.chunk, self.every = (b"x", 0.01) if trickle else (b"x" * 65536, 0.0)
         self._stopped = threading.Event()
 
     def __call__(self, request: Request) -> Response:
@@ -198,8 +200,8 @@ class EndlessBody:
 
     def _chunks(self) -> Iterator[bytes]:
         yield self.start
-        while not self._stopped.is_set():
-            yield b"x" * 65536
+        while not self._stopped.wait(self.every):
+            yield self.chunk
 
     def stop(self) -> None:
         self._stopped.set()
@@ -213,8 +215,10 @@ def endless_401() -> Iterator[MakeEndless]:
     """Makes :class:`EndlessBody` faults, stopped when the test is over."""
     made: list[EndlessBody] = []
 
-    def make(start: bytes = b"", headers: Mapping[str, str] | None = None) -> EndlessBody:
-        made.append(EndlessBody(start, headers or {}))
+    def make(
+        start: bytes = b"", headers: Mapping[str, str] | None = None, trickle: bool = False
+    ) -> EndlessBody:
+        made.append(EndlessBody(start, headers or {}, trickle))
         return made[-1]
 
     yield make

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import pytest
 
-from requests_piggy_auth import CoolDown, TokenCache
+from requests_piggy_auth import CoolDown, TokenCache, TokenRequestError
+from requests_piggy_auth.cache import FETCH_THREAD
 from requests_piggy_auth.oauth import Token
 from requests_piggy_auth.testing import FakeClock
 
@@ -144,10 +146,18 @@ def test_a_size_that_could_hold_no_token_is_refused(maxsize: object) -> None:
         TokenCache(maxsize)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("name", ["leeway", "default_lifetime", "min_evict_interval"])
-def test_nan_settings_are_refused(name: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("leeway", math.nan),
+        ("default_lifetime", math.nan),
+        ("default_lifetime", math.inf),
+        ("min_evict_interval", math.nan),
+    ],
+)
+def test_nan_settings_are_refused(name: str, value: float) -> None:
     with pytest.raises(ValueError, match="must be"):
-        TokenCache(**{name: math.nan})  # type: ignore[arg-type]
+        TokenCache(**{name: value})  # type: ignore[arg-type]
 
 
 class Interrupted(BaseException):
@@ -229,3 +239,57 @@ def test_a_jitter_outside_zero_to_one_puts_the_refresh_point_at_the_windows_star
     for _ in range(3):
         assert cache.get(KEY, fetch) == "t1"
     assert len(fetched) == 1
+
+
+def test_a_clock_that_uses_the_cache_never_deadlocks_it() -> None:
+    """The caller's clock (a metrics gauge, say) runs outside the cache's lock."""
+    inside = threading.local()
+    cache: TokenCache | None = None
+
+    def clock() -> float:
+        if cache is not None and not getattr(inside, "now", False):
+            inside.now = True
+            try:
+                len(cache)
+            finally:
+                inside.now = False
+        return time.monotonic()
+
+    cache = TokenCache(clock=clock)
+
+    def failing() -> Token:
+        raise TokenRequestError("down")
+
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            cache.get(KEY, failing, timeout=5)
+        except TokenRequestError as exc:
+            errors.append(exc)
+
+    caller = threading.Thread(target=call, daemon=True)  # a daemon: a hang fails, not blocks
+    caller.start()
+    caller.join(30)  # no speed limit: before, the completion asked the clock under the lock
+    assert not caller.is_alive()
+    assert [str(error) for error in errors] == ["down"]
+    assert len(cache) == 0
+
+
+def test_an_interrupt_before_the_fetch_thread_runs_leaves_no_flight_behind(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Ctrl-C landing as the fetch's thread starts: the next caller fetches anew."""
+    cache = TokenCache(clock=clock)
+    interrupted = []
+
+    def start(self: threading.Thread) -> None:
+        interrupted.append(self.name)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(threading.Thread, "start", start)
+        with pytest.raises(KeyboardInterrupt):
+            cache.get(KEY, lambda: Token("never"))
+    assert interrupted == [FETCH_THREAD]
+    assert cache.get(KEY, lambda: Token("fresh"), timeout=5) == "fresh"

@@ -14,12 +14,20 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import pytest
+import requests
 
-from requests_piggy_auth import ClientCredentialsAuth, CoolDown, RetryPolicy, TokenCache
+from requests_piggy_auth import (
+    ClientCredentialsAuth,
+    CoolDown,
+    RetryPolicy,
+    TokenCache,
+    responses,
+)
 from requests_piggy_auth.errors import TokenRequestError
+from requests_piggy_auth.testing import FakePiggy
 from requests_piggy_auth.urllib3 import AuthorizedHttp
 
-from .conftest import EchoServer
+from .conftest import API, EchoServer, MakeAuth, MakeEndless
 
 #: Connect and read timeouts, and a budget: one acquisition may take 0.2 + 0.3 s.
 TIMEOUT, BUDGET = (0.2, 0.5), 0.3
@@ -133,3 +141,36 @@ def test_the_interpreter_exits_while_a_refresh_is_stuck(echo_server: EchoServer)
 
     assert (process.returncode, stdout, stderr) == (0, "exiting with 1 refresh\n", "")
     assert echo_server.requests == 2
+
+
+@pytest.mark.parametrize("adapter", ["requests", "urllib3"])
+def test_a_401_body_that_trickles_is_judged_on_what_came_in_time(
+    piggy: FakePiggy,
+    make_auth: MakeAuth,
+    endless_401: MakeEndless,
+    monkeypatch: pytest.MonkeyPatch,
+    adapter: str,
+) -> None:
+    monkeypatch.setattr(responses, "MAX_JUDGE_SECONDS", 0.2)
+    auth = make_auth()
+    auth.token()
+    piggy.revoke_all()
+    stale = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+    piggy.fault_resources(endless_401(b'{"error": "invalid_token", "pad": "', stale, True), times=1)
+    statuses: list[int] = []
+
+    def call() -> None:
+        if adapter == "requests":
+            statuses.append(requests.get(piggy.url + API, auth=auth, stream=True).status_code)
+        else:
+            with AuthorizedHttp(auth) as http:
+                response = http.request("GET", piggy.url + API, preload_content=False)
+                statuses.append(response.status)
+
+    caller = threading.Thread(target=call, daemon=True)  # a daemon: a hang fails, not blocks
+    caller.start()
+    caller.join(30)  # no speed limit: before, the hook read the trickle for hours
+
+    assert not caller.is_alive()
+    assert statuses == [200]  # judged stale by its header, resent with a new token
+    assert piggy.stats().token_requests == 2

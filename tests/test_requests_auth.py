@@ -13,10 +13,17 @@ from typing import Any
 import pytest
 import requests
 from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
 
 from requests_piggy_auth import ClientCredentialsAuth, TokenCache
 from requests_piggy_auth.oauth import MAX_BODY
-from requests_piggy_auth.testing import FakeClock, FakePiggy, UnauthorizedStyle, json_response
+from requests_piggy_auth.testing import (
+    API_PREFIX,
+    FakeClock,
+    FakePiggy,
+    UnauthorizedStyle,
+    json_response,
+)
 from requests_piggy_auth.token_session import close_token_session, token_session
 
 from .conftest import (
@@ -414,15 +421,15 @@ def test_the_shared_cache_is_the_default() -> None:
     assert first.cache is second.cache
 
 
-def test_debug_logs_show_at_most_the_last_four_characters(
+def test_debug_logs_show_no_part_of_a_token(
     piggy: FakePiggy, auth: ClientCredentialsAuth, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.DEBUG, "requests_piggy_auth"):
         get(auth, piggy.url + API)
 
     token = piggy.tokens()[0]
-    assert f"...{token[-4:]}" in caplog.text
-    assert token[:-4] not in caplog.text
+    assert f"new token for client {CLIENT_ID!r}" in caplog.text
+    assert all(token[i : i + 8] not in caplog.text for i in range(len(token) - 7))
 
 
 def test_the_token_session_can_be_closed_and_reopened(
@@ -448,3 +455,26 @@ def test_a_timeout_that_could_never_bound_a_token_request_is_refused(
 def test_timeouts_requests_takes_are_taken(piggy: FakePiggy, timeout: object) -> None:
     auth = ClientCredentialsAuth(CLIENT_ID, CLIENT_SECRET, base_url=piggy.url, timeout=timeout)  # type: ignore[arg-type]
     assert auth.timeout == timeout
+
+
+def test_a_resend_answered_with_a_redirect_goes_on_with_the_new_token(
+    piggy: FakePiggy, auth: ClientCredentialsAuth
+) -> None:
+    """requests follows a redirect from the original request: it carries the new token too."""
+    get(auth, piggy.url + API)
+    old = piggy.tokens()[0]
+    piggy.revoke_all()
+
+    def moved(request: Request) -> Response | None:
+        sent = request.headers.get("Authorization", "")
+        if request.path.endswith("/moved") and sent != f"Bearer {old}":
+            return Response(b"", 302, {"Location": piggy.url + API})
+        return None  # the old token's 401, or the API itself
+
+    piggy.fault_resources(moved)
+    response = get(auth, piggy.url + API_PREFIX + "/moved")
+
+    # requests rebuilds the history of a redirect chain from the resend on.
+    assert (response.status_code, [r.status_code for r in response.history]) == (200, [302])
+    assert authorizations(piggy)[1:] == [f"Bearer {old}"] + [f"Bearer {piggy.tokens()[1]}"] * 2
+    assert piggy.stats().token_requests == 2

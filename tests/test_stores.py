@@ -22,8 +22,9 @@ from typing import Any
 import pytest
 import redis
 import requests
+from werkzeug import Request
 
-from requests_piggy_auth import ClientCredentialsAuth, TokenCache
+from requests_piggy_auth import ClientCredentialsAuth, RetryPolicy, TokenCache
 from requests_piggy_auth.cache import CachedToken
 from requests_piggy_auth.oauth import Token
 from requests_piggy_auth.stores import RedisTimeoutWarning, RedisTokenStore
@@ -644,3 +645,48 @@ def test_two_processes_refreshing_ahead_at_once_make_one_token_request(
 
     assert a.get(KEY, endpoint) == b.get(KEY, endpoint) == "token-CANARY-0001"
     assert endpoint.issued == ["token-CANARY-0000", "token-CANARY-0001"]
+
+
+def test_a_lock_held_past_half_the_deadline_leaves_the_call_time_to_fetch_its_own(
+    piggy: FakePiggy, redis_server: RedisServer, client: redis.Redis, logs: Any
+) -> None:
+    store = RedisTokenStore(redis_server.client(), poll_interval=0.01)
+    auth = ClientCredentialsAuth(
+        CLIENT_ID,
+        CLIENT_SECRET,
+        base_url=piggy.url,
+        cache=TokenCache(store=store),
+        timeout=(0.2, 1),
+        retry=RetryPolicy(total=0, budget=1),  # a deadline of 1.2 s
+    )
+    client.set(store._keys(auth._key)[1], "a process that died holding it", px=60_000)
+
+    assert requests.get(piggy.url + API, auth=auth, timeout=5).status_code == 200
+    assert piggy.stats().token_requests == 1
+    assert any("making one here" in message for message in logs.messages)
+
+
+@pytest.mark.parametrize("forgets", ["least-recently-used", "clear"])
+def test_a_401_after_the_key_was_forgotten_still_renews_past_the_stored_token(
+    piggy: FakePiggy, store: RedisTokenStore, forgets: str
+) -> None:
+    """The key's record goes while a request is at the server: its 401 still tells the store."""
+    piggy.add_client("other-client", "other-secret")
+    cache = TokenCache(maxsize=1, store=store)
+    auth = ClientCredentialsAuth(CLIENT_ID, CLIENT_SECRET, base_url=piggy.url, cache=cache)
+    other = ClientCredentialsAuth("other-client", "other-secret", base_url=piggy.url, cache=cache)
+    assert requests.get(piggy.url + API, auth=auth, timeout=5).status_code == 200
+    piggy.revoke_all()
+    forgetting: dict[str, Callable[[], object]] = {
+        "least-recently-used": other.token,
+        "clear": cache.clear,
+    }
+    forget = forgetting[forgets]
+
+    def meanwhile(request: Request) -> None:
+        forget()
+
+    piggy.fault_resources(meanwhile, times=1)
+    response = requests.get(piggy.url + API, auth=auth, timeout=10)
+
+    assert (response.status_code, [r.status_code for r in response.history]) == (200, [401])

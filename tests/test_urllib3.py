@@ -642,7 +642,7 @@ def test_a_network_error_is_a_token_request_error_naming_urllib3s_types(
         f"token request to {unreachable}/oauth/token failed: connection error "
         "(MaxRetryError: NewConnectionError: ConnectionRefusedError)"
     )
-    assert caught.value.__cause__ is None
+    assert (caught.value.__cause__, caught.value.__context__) == (None, None)
     assert CLIENT_SECRET not in str(caught.value)
     assert len(cache) == 0
 
