@@ -22,7 +22,8 @@ from requests.cookies import extract_cookies_to_jar
 
 from .cache import Lease, TokenCache, client_key, shared_cache
 from .challenges import token_rejected
-from .errors import TokenExpiredError, token_request_failed
+from .errors import TokenExpiredError
+from .failures import token_request_failed
 from .oauth import (
     MAX_BODY,
     ClientCredentials,

@@ -34,9 +34,9 @@ from .errors import (
     InvalidClientError,
     PiggyAuthError,
     TokenRequestError,
-    describe_failure,
     reveals,
 )
+from .failures import describe_failure
 
 #: Timeout, in seconds, for ``piggy-auth get``.
 GET_TIMEOUT = 30.0

@@ -16,7 +16,6 @@ from collections.abc import Iterable
 from urllib.parse import unquote, unquote_plus
 
 import requests
-import urllib3.exceptions
 
 #: Pieces of a secret this long or longer never show, so a cut-off echo is caught too.
 SECRET_FRAGMENT = 6
@@ -27,13 +26,6 @@ _TOKEN_LIKE = re.compile(r"(?=[\w.~+/=-]*\d)(?=[\w.~+/=-]*[A-Za-z])[\w.~+/=-]{20
 _JSON_ESCAPE = re.compile(r"\\(?:u([0-9a-fA-F]{4})|([\"\\/bfnrt]))")
 _JSON_CHARS = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 _BASE64 = re.compile(r"[A-Za-z0-9+/_-]{8,}")
-_TIMEOUTS = (TimeoutError, requests.Timeout, urllib3.exceptions.TimeoutError)
-_CONNECTION = (
-    ConnectionError,
-    requests.ConnectionError,
-    urllib3.exceptions.ProtocolError,
-    urllib3.exceptions.NewConnectionError,
-)
 
 
 class PiggyAuthError(requests.RequestException):
@@ -88,50 +80,6 @@ class TokenResponseError(TokenRequestError):
 
 class TokenExpiredError(PiggyAuthError):
     """A personal access token has passed its expiry date."""
-
-
-def describe_failure(exc: BaseException) -> str:
-    """How a request got no answer, from exception types alone, never their text.
-
-    Their text can quote what a hostile server sent back (the request itself,
-    with its secret or token), so only class names show, outermost first:
-    ``"timed out (ReadTimeout: ReadTimeoutError)"`` or
-    ``"failed: connection error (ConnectionError: ProtocolError: BadStatusLine)"``.
-    """
-    chain = _chain(exc)
-    names = ": ".join(dict.fromkeys(type(link).__name__ for link in chain))
-    if any(_timed_out(link) for link in chain):
-        return f"timed out ({names})"
-    if any(isinstance(link, _CONNECTION) for link in chain):
-        return f"failed: connection error ({names})"
-    return f"failed ({names})"
-
-
-def _timed_out(exc: BaseException) -> bool:
-    # urllib3's NewConnectionError is a ConnectTimeoutError for history's sake only.
-    return isinstance(exc, _TIMEOUTS) and not isinstance(exc, urllib3.exceptions.NewConnectionError)
-
-
-def token_request_failed(url: str, exc: BaseException) -> TokenRequestError:
-    """The error for a token request to ``url`` that got no answer: ``exc`` says why.
-
-    Raise it after the ``except`` block that caught ``exc``, not in it: as its
-    cause or its context, ``exc`` would carry its text, and for requests the
-    request with its body, along with our error.
-    """
-    return TokenRequestError(f"token request to {url} {describe_failure(exc)}")
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    """``exc`` and what it wraps: urllib3's ``reason``, an exception in ``args``, the cause."""
-    chain = [exc]
-    while True:
-        link = chain[-1]
-        inner = [getattr(link, "reason", None), *link.args, link.__cause__, link.__context__]
-        found = next((e for e in inner if isinstance(e, BaseException) and e not in chain), None)
-        if found is None:
-            return chain
-        chain.append(found)
 
 
 def reveals(text: str, secrets: Iterable[str], *, fragment: int | None = SECRET_FRAGMENT) -> bool:

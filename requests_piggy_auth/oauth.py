@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import math
+import platform
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, TypeGuard
 from urllib.parse import urlencode
-
-import requests
 
 from ._version import __version__
 from .errors import InvalidClientError, TokenRequestError, TokenResponseError, shown
@@ -23,7 +22,7 @@ from .errors import InvalidClientError, TokenRequestError, TokenResponseError, s
 MAX_LIFETIME = 86_400.0
 #: Token endpoint bodies are read up to this many bytes, never more.
 MAX_BODY = 1024 * 1024
-USER_AGENT = f"requests-piggy-auth/{__version__} {requests.utils.default_user_agent()}"
+USER_AGENT = f"requests-piggy-auth/{__version__} Python/{platform.python_version()}"
 
 _VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
 _NOT_PRINTABLE = re.compile(r"[\x00-\x1f\x7f]+")

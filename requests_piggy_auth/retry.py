@@ -6,25 +6,25 @@ so every transport (requests, urllib3) retries the same way.
 
 from __future__ import annotations
 
+import email.utils
 import logging
 import math
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-from urllib3.exceptions import InvalidHeader
-from urllib3.util.retry import Retry
+from datetime import datetime, timezone
 
 from .errors import TokenRequestError
 from .oauth import TokenRequest, TokenResponse, TokenSender
+
+_SECONDS = re.compile(r"[ \t]*[0-9]{1,10}[ \t]*")
 
 #: The token endpoint statuses that say "try again later".
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 log = logging.getLogger("requests_piggy_auth")
-
-_RETRY_AFTER = Retry(0)  # only for its Retry-After parser (seconds or an HTTP date)
 
 
 @dataclass(frozen=True)
@@ -130,11 +130,17 @@ class RetryPolicy:
 
 
 def _retry_after(response: TokenResponse | None) -> float | None:
-    """The seconds a ``Retry-After`` header asks for, or ``None`` if absent or invalid."""
+    """The seconds a ``Retry-After`` header asks for (RFC 9110 §10.2.3: seconds or an
+    HTTP date; a date in the past is 0), or ``None`` if absent or unreadable."""
     value = None if response is None else response.headers.get("Retry-After")
     if value is None:
         return None
+    if _SECONDS.fullmatch(value):
+        return float(value)
     try:
-        return _RETRY_AFTER.parse_retry_after(value)
-    except (InvalidHeader, ValueError, OverflowError):
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
+    if when.tzinfo is None:  # "-0000": no zone said; HTTP dates are GMT
+        when = when.replace(tzinfo=timezone.utc)
+    return max((when - datetime.now(timezone.utc)).total_seconds(), 0.0)

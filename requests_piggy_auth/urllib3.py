@@ -19,7 +19,7 @@ from urllib3.util.retry import Retry
 
 from .auth import PiggyAuth, Timeout, judge_401, read_at_most, rewinder
 from .cache import Lease
-from .errors import token_request_failed
+from .failures import token_request_failed
 from .oauth import MAX_BODY, TokenRequest, TokenResponse
 from .origins import Origin, keeps_token
 from .responses import replayed

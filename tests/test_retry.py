@@ -17,7 +17,7 @@ from requests_piggy_auth import (
     TokenRequestError,
     TokenResponseError,
 )
-from requests_piggy_auth.errors import token_request_failed
+from requests_piggy_auth.failures import token_request_failed
 from requests_piggy_auth.oauth import TokenRequest, TokenResponse, TokenSender
 from requests_piggy_auth.testing import FakeClock, FakePiggy, Fault, Status, json_response
 

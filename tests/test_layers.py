@@ -1,0 +1,47 @@
+"""The core decides and sends nothing: its modules import no HTTP library, only each other.
+
+The drivers (``auth`` for requests, ``urllib3``, ``responses``, ``failures``,
+``token_session``) move the bytes; ``stores`` talks to Redis. The error classes
+keep ``requests.RequestException`` as their base, so a requests user's
+``except`` catches ours: that import is the one allowed.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "requests_piggy_auth"
+CORE = {"_version", "cache", "challenges", "errors", "oauth", "origins", "retry"}
+HTTP_LIBRARIES = {"requests", "urllib3", "httpx"}
+ALLOWED = {"errors": {"requests"}}
+
+
+def imports(module: str) -> tuple[set[str], set[str]]:
+    """The top-level packages ``module`` imports, and the modules of ours it imports."""
+    tree = ast.parse((PACKAGE / f"{module}.py").read_text(encoding="utf-8"))
+    packages: set[str] = set()
+    ours: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            packages |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level:
+            ours.add((node.module or "").split(".")[0])
+        elif isinstance(node, ast.ImportFrom):
+            packages.add((node.module or "").split(".")[0])
+    return packages, ours
+
+
+@pytest.mark.parametrize("module", sorted(CORE))
+def test_the_core_imports_no_http_library_and_nothing_but_the_core(module: str) -> None:
+    packages, ours = imports(module)
+    assert packages & HTTP_LIBRARIES <= ALLOWED.get(module, set())
+    assert ours <= CORE
+
+
+def test_the_check_sees_a_driver_for_what_it_is() -> None:
+    packages, ours = imports("urllib3")
+    assert "urllib3" in packages
+    assert "auth" in ours
