@@ -26,6 +26,7 @@ from .errors import TokenExpiredError
 from .failures import token_request_failed
 from .oauth import (
     MAX_BODY,
+    AsyncTokenSender,
     ClientCredentials,
     Token,
     TokenRequest,
@@ -101,6 +102,16 @@ class PiggyAuth(requests.auth.AuthBase):
         :raises PiggyAuthError: when no token can be had.
         """
         raise NotImplementedError
+
+    async def alease(self, send: AsyncTokenSender, *, after: Lease | None = None) -> Lease:
+        """:meth:`lease` for asyncio: a token request goes out through the async ``send``,
+        and every wait is awaited, so the event loop runs on.
+
+        :param send: how to send a token request, awaiting its answer.
+        :param after: as for :meth:`lease`.
+        :raises PiggyAuthError: when no token can be had.
+        """
+        return self.lease(after=after)
 
     def token(self, send: TokenSender | None = None) -> str:
         """The access token to send now (see :meth:`lease`).
@@ -253,6 +264,16 @@ class ClientCredentialsAuth(PiggyAuth):
         fetch = self._fetch_with_requests if send is None else partial(self._fetch, send)
         return self.cache.lease(self._key, fetch, timeout=self._deadline, after=after)
 
+    async def alease(self, send: AsyncTokenSender, *, after: Lease | None = None) -> Lease:
+        """The cached token, fetched with the async ``send`` on a miss (see :meth:`lease`).
+
+        :param send: how to send a token request, awaiting its answer.
+        :param after: a lease whose 401 :meth:`rejected` judged curable.
+        :raises TokenRequestError: (or a subclass) when no token could be had.
+        """
+        fetch = partial(self._afetch, send)
+        return await self.cache.alease(self._key, fetch, timeout=self._deadline, after=after)
+
     def rejected(self, lease: Lease, www_authenticate: str | None, body: bytes) -> bool:
         """True when the 401 may mean a stale token and evicting it made room for a new one.
 
@@ -270,7 +291,13 @@ class ClientCredentialsAuth(PiggyAuth):
         return self._fetch_with_requests()
 
     def _fetch(self, send: TokenSender) -> Token:
-        token = self.grant.parse(self.retry.send(send, self.grant.token_request()))
+        return self._parsed(self.retry.send(send, self.grant.token_request()))
+
+    async def _afetch(self, send: AsyncTokenSender) -> Token:
+        return self._parsed(await self.retry.asend(send, self.grant.token_request()))
+
+    def _parsed(self, response: TokenResponse) -> Token:
+        token = self.grant.parse(response)
         log.debug("new token for client %r (expires_in=%s)", self.client_id, token.expires_in)
         return token
 

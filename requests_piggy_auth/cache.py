@@ -27,6 +27,7 @@ No log call, callback or clock of the caller's runs while the cache's lock is he
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import functools
 import hashlib
@@ -38,7 +39,7 @@ import random
 import threading
 import time
 import weakref
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from concurrent.futures import Future, InvalidStateError, wait
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -345,6 +346,7 @@ class TokenCache:
         #: Each record's token, by key: all that a cache hit looks at.
         self._hits = self._records.tokens
         self._orders = itertools.count(1)
+        self._tasks: set[asyncio.Task[None]] = set()
         _register_for_fork(self)
 
     def __repr__(self) -> str:
@@ -403,6 +405,43 @@ class TokenCache:
             self._start(key, start, fetch)
         if isinstance(step, _Flight):
             return self._wait(key, step, deadline)
+        if isinstance(step, TokenRequestError):
+            raise step
+        return step
+
+    async def alease(
+        self,
+        key: CacheKey,
+        fetch: Callable[[], Awaitable[Token]],
+        *,
+        timeout: float | None = None,
+        after: Lease | None = None,
+    ) -> Lease:
+        """:meth:`lease` for asyncio: every wait is awaited, the event loop runs on.
+
+        A fetch this call starts is a task of its own on the running loop, so
+        cancelling the caller never cancels it: its other waiters get its token.
+        A fetch led by another thread, task or loop is awaited, not joined.
+
+        :param fetch: awaits a new token.
+        :param timeout: how many seconds this call may take in all.
+        :param after: as for :meth:`lease`.
+        :raises TokenRequestError: as :meth:`lease` does.
+        """
+        now = self.clock()
+        with self._lock:
+            entry = self._hits.get(key)
+            if entry is not None and now < entry.refresh_at:
+                return entry.lease
+        deadline = math.inf if timeout is None else now + timeout
+        with self._lock:
+            step, start = self._decide(key, now, deadline, renewal=after is not None)
+        if start is not None:
+            task = asyncio.get_running_loop().create_task(self._arun(key, start, fetch))
+            self._tasks.add(task)  # a strong reference until it is done
+            task.add_done_callback(self._tasks.discard)
+        if isinstance(step, _Flight):
+            return await self._await(key, step, deadline)
         if isinstance(step, TokenRequestError):
             raise step
         return step
@@ -537,20 +576,10 @@ class TokenCache:
         """Fetch through the store, if any, and complete ``flight`` with the outcome."""
         result: _Entry | BaseException
         try:
-            fetched = functools.partial(self._fetched, fetch)
             if self.store is None:
-                cached = fetched()
+                cached = self._fetched(fetch)
             else:
-                now = self.clock()  # the store's waits take half the time left, its fetch the rest
-                cached = self.store.get(
-                    key,
-                    fetched,
-                    self.clock,
-                    replacing=flight.replacing,
-                    rejected=flight.rejected,
-                    fresher_than=flight.fresher_than,
-                    deadline=now + (flight.deadline - now) / 2,
-                )
+                cached = self._through_store(key, flight, fetch)
             result = self._entry(cached, flight)
         except BaseException as exc:  # every outcome reaches the waiters
             result = exc
@@ -564,14 +593,60 @@ class TokenCache:
         while not flight.future.done():
             remaining = until - self.clock()
             if remaining <= 0:
-                if until < flight.deadline:
-                    raise TokenRequestError(
-                        f"gave up waiting for another caller's token request for client "
-                        f"{key[1]!r} at {key[0]}"
-                    )
-                self._complete(key, flight, _abandoned(key))
+                self._overdue(key, flight, until)
                 break
             wait([flight.future], min(remaining, _WAIT_SLICE))
+        return flight.future.result()
+
+    def _overdue(self, key: CacheKey, flight: _Flight, until: float) -> None:
+        """A wait for ``flight`` ended at ``until``: the caller gives up, or, at the
+        flight's own deadline, the flight is abandoned.
+
+        :raises TokenRequestError: when the caller gives up before the flight's deadline.
+        """
+        if until < flight.deadline:
+            raise TokenRequestError(
+                f"gave up waiting for another caller's token request for client "
+                f"{key[1]!r} at {key[0]}"
+            )
+        self._complete(key, flight, _abandoned(key))
+
+    async def _arun(
+        self, key: CacheKey, flight: _Flight, fetch: Callable[[], Awaitable[Token]]
+    ) -> None:
+        """:meth:`_run` as a task: the store, if any, works in a thread, off the loop."""
+        result: _Entry | BaseException
+        try:
+            if self.store is None:
+                sent_at = self.clock()
+                cached = self._timed(await fetch(), sent_at)
+            else:
+                loop = asyncio.get_running_loop()
+
+                def fetch_on_the_loop() -> Token:
+                    return asyncio.run_coroutine_threadsafe(_awaited(fetch), loop).result()
+
+                cached = await asyncio.to_thread(
+                    self._through_store, key, flight, fetch_on_the_loop
+                )
+            result = self._entry(cached, flight)
+        except BaseException as exc:  # cancelled too: every outcome reaches the waiters
+            result = exc
+        self._complete(key, flight, result)
+
+    async def _await(self, key: CacheKey, flight: _Flight, deadline: float) -> Lease:
+        """:meth:`_wait` for asyncio: the flight's future awaited, never cancelled for others."""
+        until = min(deadline, flight.deadline)
+        waiting = asyncio.wrap_future(flight.future)
+        while not flight.future.done():
+            remaining = until - self.clock()
+            if remaining <= 0:
+                self._overdue(key, flight, until)
+                break
+            try:
+                await asyncio.wait_for(asyncio.shield(waiting), min(remaining, _WAIT_SLICE))
+            except asyncio.TimeoutError:
+                continue
         return flight.future.result()
 
     def _complete(self, key: CacheKey, flight: _Flight, result: _Entry | BaseException) -> None:
@@ -633,9 +708,28 @@ class TokenCache:
             return result, None
         return entry.lease, (result, entry.expires_at - now)
 
+    def _through_store(
+        self, key: CacheKey, flight: _Flight, fetch: Callable[[], Token]
+    ) -> CachedToken:
+        """The store's token for ``flight``, or one fetched once for all its sharers."""
+        assert self.store is not None
+        now = self.clock()  # the store's waits take half the time left, its fetch the rest
+        return self.store.get(
+            key,
+            functools.partial(self._fetched, fetch),
+            self.clock,
+            replacing=flight.replacing,
+            rejected=flight.rejected,
+            fresher_than=flight.fresher_than,
+            deadline=now + (flight.deadline - now) / 2,
+        )
+
     def _fetched(self, fetch: Callable[[], Token]) -> CachedToken:
         sent_at = self.clock()
-        token = fetch()
+        return self._timed(fetch(), sent_at)
+
+    def _timed(self, token: Token, sent_at: float) -> CachedToken:
+        """``token`` with its times, its lifetime counted from ``sent_at``."""
         lifetime = token.expires_in or self.default_lifetime
         expires_at = sent_at + lifetime
         return CachedToken(
@@ -676,6 +770,10 @@ _SETTINGS = (
 def _rebuilt(cls: type[TokenCache], settings: dict[str, Any]) -> TokenCache:
     """A new, empty cache with ``settings`` (how a pickled cache comes back)."""
     return cls(**settings)
+
+
+async def _awaited(fetch: Callable[[], Awaitable[Token]]) -> Token:
+    return await fetch()
 
 
 def _abandoned(key: CacheKey) -> TokenRequestError:

@@ -10,7 +10,7 @@ import json
 import math
 import platform
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, TypeGuard
 from urllib.parse import urlencode
@@ -71,6 +71,8 @@ class TokenResponse:
 #: its status. When no answer arrives (connection error, timeout) it raises
 #: :class:`TokenRequestError` with ``status=None``, which the retry policy retries.
 TokenSender = Callable[[TokenRequest], TokenResponse]
+#: A :data:`TokenSender` for asyncio: it awaits the answer, blocking no event loop.
+AsyncTokenSender = Callable[[TokenRequest], Awaitable[TokenResponse]]
 
 
 @dataclass(frozen=True)

@@ -6,18 +6,22 @@ so every transport (requests, urllib3) retries the same way.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import logging
 import math
 import random
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from .errors import TokenRequestError
-from .oauth import TokenRequest, TokenResponse, TokenSender
+from .oauth import AsyncTokenSender, TokenRequest, TokenResponse, TokenSender
+
+#: What one attempt came to: an answer, or the failure to get one.
+Outcome = TokenResponse | TokenRequestError
 
 _SECONDS = re.compile(r"[ \t]*[0-9]{1,10}[ \t]*")
 
@@ -84,49 +88,88 @@ class RetryPolicy:
         return ceiling * (1 - self.jitter * random.random())  # noqa: S311 - not cryptography
 
     def send(self, send: TokenSender, request: TokenRequest) -> TokenResponse:
-        """Send ``request`` with ``send``, retrying as this policy says.
+        """Send ``request`` with ``send``, retrying as this policy says, sleeping between.
 
         :returns: the first answer not worth retrying, or the last one.
         :raises TokenRequestError: when the last attempt got no answer.
         """
-        deadline = self.clock() + self.budget
-        retry = 0
+        retries = self.retries(request)
+        wait = next(retries)
         while True:
+            if wait is not None:
+                self.sleep(wait)
             try:
-                response = send(request)
+                wait = retries.send(_attempt(send, request))
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+
+    async def asend(self, send: AsyncTokenSender, request: TokenRequest) -> TokenResponse:
+        """:meth:`send` for an async ``send``: the waits are awaited, the loop runs on.
+
+        :returns: the first answer not worth retrying, or the last one.
+        :raises TokenRequestError: when the last attempt got no answer.
+        """
+        retries = self.retries(request)
+        wait = next(retries)
+        while True:
+            if wait is not None:
+                await asyncio.sleep(wait)
+            try:
+                outcome: Outcome = await send(request)
             except TokenRequestError as exc:
-                wait = self._wait(retry, None, deadline) if exc.status is None else None
-                if wait is None:
-                    raise
-                failure = str(exc)
-            else:
-                wait = (
-                    self._wait(retry, response, deadline)
-                    if response.status in self.statuses
-                    else None
-                )
-                if wait is None:
-                    return response
-                failure = f"HTTP {response.status}"
+                outcome = exc
+            try:
+                wait = retries.send(outcome)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+
+    def retries(self, request: TokenRequest) -> Generator[float | None, Outcome, TokenResponse]:
+        """The schedule of one fetch, sans I/O: it takes each attempt's outcome, and yields
+        the wait before the next attempt (``None`` first: the first goes at once), until it
+        returns the answer that stands or raises the failure that does."""
+        deadline = self.clock() + self.budget
+        outcome = yield None
+        retry = 0
+        while (wait := self._wait(retry, outcome, deadline)) is not None:
             retry += 1
+            failure = str(outcome) if isinstance(outcome, TokenRequestError) else None
             log.info(  # the caller sees the outcome: a token, or the last failure raised
                 "token request to %s failed (%s); retry %d of %d in %.2f s",
                 request.url,
-                failure,
+                failure or f"HTTP {outcome.status}",
                 retry,
                 self.total,
                 wait,
             )
-            self.sleep(wait)
+            outcome = yield wait
+        if isinstance(outcome, TokenRequestError):
+            raise outcome
+        return outcome
 
-    def _wait(self, retry: int, response: TokenResponse | None, deadline: float) -> float | None:
-        """How long to wait before retry number ``retry``; ``None``: do not retry."""
+    def _wait(self, retry: int, outcome: Outcome, deadline: float) -> float | None:
+        """How long to wait before retry number ``retry`` after ``outcome``; ``None``: none."""
+        if isinstance(outcome, TokenRequestError):
+            response = None
+            if outcome.status is not None:  # an answer, not worth retrying
+                return None
+        elif outcome.status in self.statuses:
+            response = outcome
+        else:
+            return None
         if retry >= self.total:
             return None
         wait = _retry_after(response)
         if wait is None:
             wait = self.backoff(retry)
         return wait if self.clock() + wait <= deadline else None
+
+
+def _attempt(send: TokenSender, request: TokenRequest) -> Outcome:
+    """One attempt's outcome: the answer, or the failure to get one."""
+    try:
+        return send(request)
+    except TokenRequestError as exc:
+        return exc
 
 
 def _retry_after(response: TokenResponse | None) -> float | None:

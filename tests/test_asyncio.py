@@ -1,0 +1,196 @@
+"""Acquisition under asyncio: one token for tasks and threads, an event loop that runs on.
+
+The token requests of async callers go out through a tiny asyncio HTTP
+client (:func:`send`) to the fake Piggy: one request per connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
+
+import pytest
+
+from requests_piggy_auth import (
+    ClientCredentialsAuth,
+    PersonalAccessTokenAuth,
+    RetryPolicy,
+    TokenCache,
+    TokenRequestError,
+)
+from requests_piggy_auth.oauth import TokenRequest, TokenResponse
+from requests_piggy_auth.stores import RedisTokenStore
+from requests_piggy_auth.testing import Delay, FakePiggy, Status
+
+from .conftest import CLIENT_ID, CLIENT_SECRET, MakeAuth
+from .redis_server import RedisServer
+
+
+async def send(request: TokenRequest) -> TokenResponse:
+    """POST ``request`` over asyncio streams and read the answer to the end."""
+    url = urlsplit(request.url)
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    try:
+        head = [
+            f"POST {url.path} HTTP/1.1",
+            f"Host: {url.netloc}",
+            f"Content-Length: {len(request.body)}",
+            "Connection: close",
+            *(f"{name}: {value}" for name, value in request.headers.items()),
+        ]
+        writer.write("\r\n".join(head).encode() + b"\r\n\r\n" + request.body)
+        await writer.drain()
+        answer = await reader.read()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    status_head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = status_head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines)
+    return TokenResponse(int(status_line.split()[1]), headers, body)
+
+
+@pytest.fixture
+def auth(make_auth: MakeAuth) -> ClientCredentialsAuth:
+    """The client on a cache of its own, on the real clock."""
+    return make_auth(cache=TokenCache())
+
+
+def test_200_tasks_and_8_threads_cold_make_one_token_request(
+    piggy: FakePiggy, auth: ClientCredentialsAuth
+) -> None:
+    hold = piggy.hold()
+
+    async def tasks() -> list[str]:
+        leases = [asyncio.create_task(auth.alease(send)) for _ in range(200)]
+        await asyncio.to_thread(hold.release_on_arrival)  # the loop runs on meanwhile
+        return [(await lease).access_token for lease in leases]
+
+    with ThreadPoolExecutor(8) as pool:
+        threads = [pool.submit(auth.token) for _ in range(8)]
+        tokens = asyncio.run(tasks()) + [thread.result(30) for thread in threads]
+
+    assert tokens == [piggy.tokens()[0]] * 208
+    assert piggy.stats().token_requests == 1
+
+
+@pytest.mark.parametrize("leader", ["a task", "a thread"])
+def test_the_loop_runs_on_while_a_token_request_takes_a_second(
+    piggy: FakePiggy, auth: ClientCredentialsAuth, leader: str
+) -> None:
+    slow = Delay(1)  # the token endpoint takes a second
+    piggy.fault_token_endpoint(slow, times=1)
+
+    async def ticking() -> tuple[str, int]:
+        ticks = 0
+        done = asyncio.Event()
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not done.is_set():
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        running = asyncio.create_task(ticker())
+        if leader == "a thread":
+            threading.Thread(target=auth.token, daemon=True).start()
+            assert await asyncio.to_thread(slow.arrived.wait, 30)
+        lease = await auth.alease(send)
+        done.set()
+        await running
+        return lease.access_token, ticks
+
+    token, ticks = asyncio.run(ticking())
+
+    assert token == piggy.tokens()[0]
+    assert piggy.stats().token_requests == 1
+    assert ticks >= 10  # a blocked loop would not tick at all during the second
+
+
+def test_cancelling_the_task_that_leads_a_fetch_leaves_it_to_the_others(
+    piggy: FakePiggy, auth: ClientCredentialsAuth
+) -> None:
+    hold = piggy.hold()
+
+    async def cancelled_leader() -> list[str]:
+        leader = asyncio.create_task(auth.alease(send))
+        await asyncio.to_thread(hold.arrived.wait, 30)
+        followers = [asyncio.create_task(auth.alease(send)) for _ in range(5)]
+        await asyncio.sleep(0)  # each follower has joined the flight
+        leader.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await leader
+        hold.release()
+        return [(await follower).access_token for follower in followers]
+
+    tokens = asyncio.run(cancelled_leader())
+
+    assert tokens == [piggy.tokens()[0]] * 5
+    assert piggy.stats().token_requests == 1
+    assert auth.token() == piggy.tokens()[0]  # the key is not wedged: a hit
+
+
+def test_async_callers_share_a_fleets_token_through_the_store(
+    piggy: FakePiggy, redis_server: RedisServer
+) -> None:
+    """The store's Redis I/O runs in a thread; its token request still goes out on the loop."""
+    store = RedisTokenStore(redis_server.client())
+
+    def process() -> ClientCredentialsAuth:
+        return ClientCredentialsAuth(
+            CLIENT_ID, CLIENT_SECRET, base_url=piggy.url, cache=TokenCache(store=store)
+        )
+
+    async def fleet() -> list[str]:
+        leases = [process().alease(send) for _ in range(3)]
+        return [lease.access_token for lease in await asyncio.gather(*leases)]
+
+    assert asyncio.run(fleet()) == [piggy.tokens()[0]] * 3
+    assert piggy.stats().token_requests == 1
+
+
+def test_an_outage_is_retried_then_cools_async_callers_down(
+    piggy: FakePiggy, make_auth: MakeAuth
+) -> None:
+    auth = make_auth(cache=TokenCache(), retry=RetryPolicy(total=1, backoff_factor=0.01))
+    piggy.fault_token_endpoint(Status(503))
+
+    async def twice() -> list[str]:
+        errors = []
+        for _ in range(2):
+            with pytest.raises(TokenRequestError) as raised:
+                await auth.alease(send)
+            errors.append(str(raised.value))
+        return errors
+
+    first, second = asyncio.run(twice())
+
+    assert "HTTP 503" in first
+    assert second.startswith("no token request for client")  # cooling down: no request
+    assert piggy.stats().token_requests == 2  # the first attempt and its one retry
+
+
+def test_a_fetch_past_its_deadline_is_abandoned_for_async_callers(
+    piggy: FakePiggy, make_auth: MakeAuth
+) -> None:
+    auth = make_auth(cache=TokenCache(), timeout=(0.1, 5), retry=RetryPolicy(total=0, budget=0.2))
+    hold = piggy.hold()
+
+    async def abandoned() -> str:
+        with pytest.raises(TokenRequestError) as raised:
+            await auth.alease(send)
+        return str(raised.value)
+
+    try:
+        assert "abandoned" in asyncio.run(abandoned())
+    finally:
+        hold.release()
+
+
+def test_a_personal_access_token_is_leased_without_a_request(piggy: FakePiggy) -> None:
+    pat = PersonalAccessTokenAuth("pat-1234", base_url=piggy.url)
+
+    assert asyncio.run(pat.alease(send)).access_token == "pat-1234"
+    assert piggy.stats().token_requests == 0
