@@ -20,9 +20,10 @@ from requests_piggy_auth import (
     TokenCache,
     TokenRequestError,
 )
+from requests_piggy_auth.failures import token_request_failed
 from requests_piggy_auth.oauth import TokenRequest, TokenResponse
 from requests_piggy_auth.stores import RedisTokenStore
-from requests_piggy_auth.testing import Delay, FakePiggy, Status
+from requests_piggy_auth.testing import Delay, FakeClock, FakePiggy, Status
 
 from .conftest import CLIENT_ID, CLIENT_SECRET, MakeAuth
 from .redis_server import RedisServer
@@ -31,7 +32,19 @@ from .redis_server import RedisServer
 async def send(request: TokenRequest) -> TokenResponse:
     """POST ``request`` over asyncio streams and read the answer to the end."""
     url = urlsplit(request.url)
-    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    try:
+        reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    except OSError as exc:
+        failure = token_request_failed(request.url, exc)
+    else:
+        return await exchange(reader, writer, request)
+    raise failure
+
+
+async def exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: TokenRequest
+) -> TokenResponse:
+    url = urlsplit(request.url)
     try:
         head = [
             f"POST {url.path} HTTP/1.1",
@@ -129,7 +142,7 @@ def test_cancelling_the_task_that_leads_a_fetch_leaves_it_to_the_others(
 
     assert tokens == [piggy.tokens()[0]] * 5
     assert piggy.stats().token_requests == 1
-    assert auth.token() == piggy.tokens()[0]  # the key is not wedged: a hit
+    assert asyncio.run(auth.alease(send)).access_token == piggy.tokens()[0]  # not wedged: a hit
 
 
 def test_async_callers_share_a_fleets_token_through_the_store(
@@ -194,3 +207,38 @@ def test_a_personal_access_token_is_leased_without_a_request(piggy: FakePiggy) -
 
     assert asyncio.run(pat.alease(send)).access_token == "pat-1234"
     assert piggy.stats().token_requests == 0
+
+
+def test_an_async_hit_in_the_refresh_window_refreshes_in_a_task_and_keeps_the_token(
+    piggy: FakePiggy, make_auth: MakeAuth, clock: FakeClock
+) -> None:
+    piggy.token_lifetime = 20  # the leeway becomes 10 s: the window starts at 5 s, stale at 10
+    auth = make_auth(cache=TokenCache(clock=clock, jitter=lambda: 0.0))
+
+    async def refreshing() -> list[str]:
+        first = await auth.alease(send)
+        hold = piggy.hold()
+        clock.advance(5)
+        kept = await auth.alease(send)  # starts the refresh, a task on this loop
+        clock.advance(5)  # stale: this one waits for that refresh, held at the server
+        renewed, _ = await asyncio.gather(
+            auth.alease(send), asyncio.to_thread(hold.release_on_arrival)
+        )
+        return [first.access_token, kept.access_token, renewed.access_token]
+
+    first, kept, renewed = asyncio.run(refreshing())
+
+    assert (first, kept, renewed) == (piggy.tokens()[0], piggy.tokens()[0], piggy.tokens()[1])
+    assert piggy.stats().token_requests == 2
+
+
+def test_an_async_token_request_that_gets_no_answer_is_retried(
+    make_auth: MakeAuth, unreachable: str
+) -> None:
+    auth = make_auth(
+        base_url=unreachable, cache=TokenCache(), retry=RetryPolicy(total=1, backoff_factor=0.01)
+    )
+
+    with pytest.raises(TokenRequestError, match="connection error") as raised:
+        asyncio.run(auth.alease(send))
+    assert raised.value.status is None

@@ -68,6 +68,29 @@ def test_429_with_retry_after_is_waited_out(
     assert piggy.stats().token_requests == 2
 
 
+def test_retry_after_as_a_date_past_with_no_zone_said_waits_nothing(
+    piggy: FakePiggy, make_auth: MakeAuth, policy: RetryPolicy, clock: FakeClock
+) -> None:
+    piggy.fault_token_endpoint(retry_after("Wed, 02 Dec 2020 16:00:00 -0000"), times=1)
+
+    assert make_auth(retry=policy).token()
+    assert clock.sleeps == [0.0]
+
+
+def test_a_sender_that_fails_with_a_status_is_not_retried(clock: FakeClock) -> None:
+    """A failure that came with an answer (its status) is a refusal, not a lost request."""
+    attempts = []
+
+    def refuses(request: TokenRequest) -> TokenResponse:
+        attempts.append(request)
+        raise TokenRequestError("refused", status=418)
+
+    policy = RetryPolicy(sleep=clock.sleep, clock=clock)
+    with pytest.raises(TokenRequestError, match="refused"):
+        policy.send(refuses, TokenRequest("https://api.piggy.eu/oauth/token", {}, b""))
+    assert (len(attempts), clock.sleeps) == (1, [])
+
+
 def test_retry_after_as_an_http_date_is_honoured(
     piggy: FakePiggy, make_auth: MakeAuth, policy: RetryPolicy, clock: FakeClock
 ) -> None:
