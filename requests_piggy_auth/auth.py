@@ -163,7 +163,7 @@ class PiggyAuth(requests.auth.AuthBase):
         if request.headers.get("Authorization") != lease.authorization:
             return r
         if r.status_code != 401:
-            lease.accept()
+            lease.answered(r.status_code)
             return r
         judged = judge_401(self, lease, r.raw, rewind, request.method, r.url)
         if not judged.resend:
@@ -178,8 +178,7 @@ class PiggyAuth(requests.auth.AuthBase):
         renewed = self.lease(after=lease)
         retry.headers["Authorization"] = renewed.authorization
         response: requests.Response = r.connection.send(retry, **kwargs)
-        if response.status_code != 401:
-            renewed.accept()
+        renewed.answered(response.status_code)
         # requests follows a redirect of the resend from the original request: it must
         # carry the new token, while the 401 keeps a copy of what was sent.
         r.request = request.copy()

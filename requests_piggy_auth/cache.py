@@ -93,12 +93,16 @@ def _client_key(token_url: str, client_id: str, client_secret: str) -> CacheKey:
     return (token_url, client_id, fingerprint.hex())
 
 
+#: Answers that tell nothing of whether the server accepted a token.
+_SAYS_NOTHING_OF_THE_TOKEN = frozenset({401, 407, 429})
+
+
 class Lease:
     """A token handed out for requests, with what the cache needs to judge a 401 for it.
 
-    Adapters send :attr:`authorization` as the ``Authorization`` header, call
-    :meth:`accept` when the server answers anything but 401, and give the
-    lease back with that 401 (``PiggyAuth.rejected``).
+    Adapters send :attr:`authorization` as the ``Authorization`` header, tell
+    it each answer's status (:meth:`answered`), and give the lease back with a
+    401 (``PiggyAuth.rejected``).
     """
 
     __slots__ = ("accepted", "access_token", "authorization", "order", "renewal")
@@ -117,9 +121,15 @@ class Lease:
     def __repr__(self) -> str:
         return f"<Lease order={self.order} accepted={self.accepted}>"
 
-    def accept(self) -> None:
-        """Note that the server accepted the token (an answer other than 401)."""
-        self.accepted = True
+    def answered(self, status: int) -> None:
+        """Note the status of an answer to a request that carried the token.
+
+        Only an answer that an authenticated request gets counts as the server
+        accepting it: not a 401, nor what a gateway may answer on its own
+        (a 5xx, 429, 407).
+        """
+        if status < 500 and status not in _SAYS_NOTHING_OF_THE_TOKEN:
+            self.accepted = True
 
 
 @dataclass(frozen=True)

@@ -118,7 +118,7 @@ class AuthorizedHttp(RequestMethods):
             judge = may_resend and lease is not None
             response = self.http.urlopen(method, url, redirect=False, **_sent(kw, lease, judge))
             if lease is not None and response.status != 401:
-                lease.accept()
+                lease.answered(response.status)
                 if judge and preload:
                     response.read(cache_content=True)  # streamed only in case of a 401
             elif judge:

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from requests_piggy_auth import CoolDown, TokenCache, TokenRequestError
+from requests_piggy_auth import CoolDown, Lease, TokenCache, TokenRequestError
 from requests_piggy_auth.cache import FETCH_THREAD
 from requests_piggy_auth.oauth import Token
 from requests_piggy_auth.testing import FakeClock
@@ -105,7 +105,7 @@ def test_a_renewal_the_server_accepted_is_renewed_at_its_next_rejection(
     first = cache.lease(KEY, lambda: Token("one"))
     assert cache.reject(KEY, first) is True
     renewed = cache.lease(KEY, lambda: Token("two"), after=first)
-    renewed.accept()
+    renewed.answered(200)
 
     clock.advance(0.1)  # revoked again, well within min_evict_interval
     assert cache.reject(KEY, renewed) is True
@@ -293,3 +293,24 @@ def test_an_interrupt_before_the_fetch_thread_runs_leaves_no_flight_behind(
             cache.get(KEY, lambda: Token("never"))
     assert interrupted == [FETCH_THREAD]
     assert cache.get(KEY, lambda: Token("fresh"), timeout=5) == "fresh"
+
+
+@pytest.mark.parametrize(
+    ("status", "accepted"),
+    [
+        (200, True),
+        (404, True),
+        (403, True),
+        (401, False),
+        (429, False),
+        (503, False),
+        (407, False),
+        (500, False),
+    ],
+)
+def test_only_an_answer_an_authenticated_request_gets_counts_as_accepted(
+    status: int, accepted: bool
+) -> None:
+    lease = Lease("t")
+    lease.answered(status)
+    assert lease.accepted is accepted
