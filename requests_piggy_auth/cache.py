@@ -60,6 +60,9 @@ log = logging.getLogger("requests_piggy_auth")
 FETCH_THREAD = "piggy-auth-fetch"
 #: The name of the threads that refresh tokens ahead of time.
 REFRESH_THREAD = "piggy-auth-refresh"
+#: How many fetch threads may still be running past their deadlines before no
+#: more start: each holds a connection that a server keeps open.
+MAX_STUCK_FETCHES = 8
 
 #: How long one wait for a fetch lasts before the deadline is checked again on the
 #: cache's clock (which tests move by hand).
@@ -105,7 +108,7 @@ class Lease:
     401 (``PiggyAuth.rejected``).
     """
 
-    __slots__ = ("accepted", "access_token", "authorization", "order", "renewal")
+    __slots__ = ("accepted", "access_token", "authorization", "order", "rejected", "renewal")
 
     def __init__(self, access_token: str, order: int = 0, *, renewal: bool = False) -> None:
         self.access_token = access_token
@@ -117,6 +120,8 @@ class Lease:
         self.renewal = renewal
         #: Whether the server has accepted the token at least once.
         self.accepted = False
+        #: When the first 401 for the token was recorded, in the cache's order (0: never).
+        self.rejected = 0
 
     def __repr__(self) -> str:
         return f"<Lease order={self.order} accepted={self.accepted}>"
@@ -261,6 +266,8 @@ class _Record:
     rejected_at: float = -math.inf
     #: Tokens rejected since the last fetch, for the next one to tell the store.
     rejected: tuple[str, ...] = ()
+    #: A 401 evicted the key's token and no token has come since.
+    renewing: bool = False
 
 
 class _Records(LRUCache[CacheKey, _Record]):
@@ -483,20 +490,23 @@ class TokenCache:
             record = self._records.get(key)
             if record is None:  # forgotten since (cleared, least recently used): start anew
                 record = self._records[key] = _Record()
-            if lease.order < record.rejected_order:
-                return True  # a rejection after its token was requested is known: renew past it
+            if lease.rejected:
+                return True  # its first 401 is known: what is cached or coming is later
             if (
                 lease.renewal
                 and not lease.accepted
                 and now - record.rejected_at < self.min_evict_interval
             ):
                 return False
-            record.rejected_order, record.rejected_at = next(self._orders), now
+            order = next(self._orders)
+            record.rejected_order, record.rejected_at, record.renewing = order, now, True
+            lease.rejected = order
             rejected = {lease.access_token}
             entry = self._hits.pop(key, None)
-            if entry is not None:
+            if entry is not None:  # requested before this 401: the same revocation may have hit it
+                entry.lease.rejected = entry.lease.rejected or order
                 rejected.add(entry.lease.access_token)
-            if record.flight is not None and record.flight.order < record.rejected_order:
+            if record.flight is not None and record.flight.order < order:
                 record.flight = None  # requested before the 401: its token is not good enough
             if self.store is not None:
                 record.rejected = tuple(sorted({*record.rejected, *rejected}))
@@ -531,6 +541,8 @@ class TokenCache:
         entry = self._hits.get(key)
         cooling = record.failures is not None and now < record.failures.until
         if entry is not None and now < entry.stale_at:
+            if record.flight is not None and now >= record.flight.deadline:
+                return record.flight, None  # overdue: the caller abandons it, keeps the token
             if (
                 now < entry.refresh_at
                 or cooling
@@ -548,6 +560,7 @@ class TokenCache:
             return _cooling_down(key, record.failures, record.failures.until - now), None
         if record.flight is not None:  # a rejection drops the flight it may predate
             return record.flight, None
+        renewal = renewal or record.renewing
         fresher_than = record.rejected_at if renewal else None
         record.flight = self._flight(
             deadline, renewal=renewal, fresher_than=fresher_than, rejected=record.rejected
@@ -559,25 +572,33 @@ class TokenCache:
         return _Flight(Future(), next(self._orders), deadline, **task)
 
     def _start(self, key: CacheKey, flight: _Flight, fetch: Callable[[], Token]) -> None:
-        """Run ``flight``'s fetch in a thread of its own (inline when none can start).
+        """Run ``flight``'s fetch in a thread of its own.
 
-        An interrupt before the thread runs (Ctrl-C) leaves no flight behind
-        for others to wait on.
+        Not while :data:`MAX_STUCK_FETCHES` fetches are still running past their
+        deadlines (an endpoint that holds every request): the flight fails at
+        once. An interrupt (Ctrl-C) before the thread runs leaves no flight
+        behind for others to wait on. At interpreter shutdown, where no thread
+        can start, the fetch runs in the caller's thread.
         """
-        context = contextvars.copy_context()
-
-        def run() -> None:
-            context.run(self._run, key, flight, fetch)
-
-        name = FETCH_THREAD if flight.replacing is None else REFRESH_THREAD
-        thread = threading.Thread(target=run, name=name, daemon=True)
+        thread = None
         try:
+            if _workers.stuck() >= MAX_STUCK_FETCHES:
+                self._complete(key, flight, _too_many_stuck(key))
+                return
+            context = contextvars.copy_context()
+            name = FETCH_THREAD if flight.replacing is None else REFRESH_THREAD
+            thread = threading.Thread(
+                target=context.run, args=(self._run, key, flight, fetch), name=name, daemon=True
+            )
             _workers.add(thread, flight.deadline - self.clock())
             thread.start()
-        except RuntimeError:  # pragma: no cover - Python 3.12+: no new threads at shutdown
+        except RuntimeError as exc:  # no new thread: none left, or the interpreter is ending
             _workers.discard(thread)
-            run()
-        except BaseException as exc:  # its waiters get it too, with no cool-down
+            if threading.main_thread().is_alive():
+                self._complete(key, flight, _no_thread(key, exc))
+            else:  # pragma: no cover - Python 3.12+ at shutdown
+                self._run(key, flight, fetch)
+        except BaseException as exc:  # an interrupt: its waiters get it too, with no cool-down
             _workers.discard(thread)
             self._complete(key, flight, exc)
             raise
@@ -674,11 +695,16 @@ class TokenCache:
         pause = self.cooldown.pause(count) if isinstance(result, Exception) else 0.0
         warning = None
         with self._lock:
-            if record is not None and record is self._records.get(key) and record.flight is flight:
+            current = self._records.get(key)
+            if record is not None and record is current and record.flight is flight:
                 record.flight = None
                 outcome, warning = self._settle(key, record, result, now, count, pause)
+            elif isinstance(result, _Entry):
+                outcome = result.lease
+                if current is not None and flight.order < current.rejected_order:
+                    outcome.rejected = current.rejected_order  # requested before that 401
             else:
-                outcome = result.lease if isinstance(result, _Entry) else result
+                outcome = result
         try:
             if isinstance(outcome, Lease):
                 flight.future.set_result(outcome)
@@ -708,7 +734,7 @@ class TokenCache:
         ``count`` is the failures in a row this one would make, ``pause`` its cool-down.
         """
         if isinstance(result, _Entry):
-            self._hits[key], record.failures = result, None
+            self._hits[key], record.failures, record.renewing = result, None, False
             return result.lease, None
         if not isinstance(result, Exception):  # KeyboardInterrupt and the like: no cool-down
             return result, None
@@ -786,6 +812,20 @@ async def _awaited(fetch: Callable[[], Awaitable[Token]]) -> Token:
     return await fetch()
 
 
+def _no_thread(key: CacheKey, exc: RuntimeError) -> TokenRequestError:
+    return TokenRequestError(
+        f"no token request for client {key[1]!r} to {key[0]}: no thread could start for it "
+        f"({type(exc).__name__})"
+    )
+
+
+def _too_many_stuck(key: CacheKey) -> TokenRequestError:
+    return TokenRequestError(
+        f"no token request for client {key[1]!r} to {key[0]}: {MAX_STUCK_FETCHES} token "
+        "requests are still held past their deadlines"
+    )
+
+
 def _abandoned(key: CacheKey) -> TokenRequestError:
     return TokenRequestError(
         f"no token for client {key[1]!r} from {key[0]} within the time allowed; "
@@ -805,28 +845,36 @@ def _cooling_down(key: CacheKey, failures: _Failures, remaining: float) -> Token
 
 
 class _Workers:
-    """The fetch threads running, with how long interpreter exit waits for each."""
+    """The fetch threads running, each with its deadline on the monotonic clock."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._until: dict[threading.Thread, float] = {}
 
     def add(self, thread: threading.Thread, seconds: float) -> None:
-        """Track ``thread``; exit waits for it ``seconds`` at most (none if unbounded)."""
-        until = time.monotonic() + (seconds if math.isfinite(seconds) else 0.0)
+        """Track ``thread``, due to end in ``seconds`` (infinity: unbounded)."""
+        until = time.monotonic() + seconds
         with self._lock:
             self._until[thread] = until
 
-    def discard(self, thread: threading.Thread) -> None:
+    def discard(self, thread: threading.Thread | None) -> None:
         with self._lock:
-            self._until.pop(thread, None)
+            self._until.pop(thread, None)  # type: ignore[arg-type]
+
+    def stuck(self) -> int:
+        """How many are still running past their deadlines (abandoned, held by a server)."""
+        now = time.monotonic()
+        with self._lock:
+            return sum(1 for until in self._until.values() if until < now)
 
     def join(self) -> None:
-        """Wait for each until its deadline: exit finishes a fetch, but never hangs on one."""
+        """Wait for each until its deadline: exit finishes a fetch, never hangs on one
+        (nor waits for an unbounded one)."""
         with self._lock:
             until = dict(self._until)
         for thread, deadline in until.items():
-            thread.join(min(max(deadline - time.monotonic(), 0.0), threading.TIMEOUT_MAX))
+            if math.isfinite(deadline):
+                thread.join(min(max(deadline - time.monotonic(), 0.0), threading.TIMEOUT_MAX))
 
     def after_fork_in_child(self) -> None:
         self._lock = threading.Lock()

@@ -16,6 +16,8 @@ from requests_piggy_auth.cache import FETCH_THREAD
 from requests_piggy_auth.oauth import Token
 from requests_piggy_auth.testing import FakeClock
 
+from .test_refresh_ahead import refreshed
+
 KEY = ("https://api.piggy.eu/oauth/token", "client")
 T = TypeVar("T")
 
@@ -314,3 +316,78 @@ def test_only_an_answer_an_authenticated_request_gets_counts_as_accepted(
     lease = Lease("t")
     lease.answered(status)
     assert lease.accepted is accepted
+
+
+def test_a_401_for_a_token_replaced_before_another_revocation_renews_past_it(
+    clock: FakeClock,
+) -> None:
+    """A slow request carried A; A was refreshed to B; B alone was revoked and renewed to C;
+    then A and C were revoked at once: A's first 401 needs a token requested after it."""
+    cache = TokenCache(clock=clock, jitter=lambda: 0.0)
+    a = cache.lease(KEY, lambda: Token("A", 3600))
+    clock.advance((3600 - 30) / 2)
+    assert cache.get(KEY, lambda: Token("B", 3600)) == "A"  # refreshes to B in the background
+    refreshed()
+    b = cache.lease(KEY, lambda: pytest.fail("a hit"))
+    assert cache.reject(KEY, b) is True
+    assert cache.lease(KEY, lambda: Token("C", 3600), after=b).access_token == "C"
+
+    assert cache.reject(KEY, a) is True
+    assert cache.lease(KEY, lambda: Token("D", 3600), after=a).access_token == "D"
+
+
+def test_a_new_call_that_takes_the_renewal_gets_a_renewal_lease(clock: FakeClock) -> None:
+    """Whoever asks first after a 401, the token that replaces the rejected one is guarded."""
+    cache = TokenCache(clock=clock)
+    first = cache.lease(KEY, lambda: Token("one"))
+    assert cache.reject(KEY, first) is True
+    fresh = cache.lease(KEY, lambda: Token("two"))  # a new call, not the resend
+
+    clock.advance(1)
+    assert fresh.renewal
+    assert cache.reject(KEY, fresh) is False  # rejected before ever accepted: no third token
+
+
+def test_a_refresh_held_past_its_deadline_is_abandoned_by_the_next_hit_and_tried_again(
+    clock: FakeClock,
+) -> None:
+    cache = TokenCache(clock=clock, jitter=lambda: 0.0, cooldown=CoolDown(first=0))
+    issued: list[str] = []
+    arrived, answer = threading.Event(), threading.Event()
+
+    def held() -> Token:
+        arrived.set()
+        answer.wait(30)
+        return Token("held", 3600)
+
+    def fetch() -> Token:
+        issued.append(f"t{len(issued)}")
+        return Token(issued[-1], 3600)
+
+    assert cache.get(KEY, fetch, timeout=10) == "t0"
+    clock.advance((3600 - 30) / 2)
+    assert cache.get(KEY, held, timeout=10) == "t0"  # the refresh, held by the server
+    assert arrived.wait(30)
+    clock.advance(11)  # past the refresh's deadline, still in the window
+    try:
+        assert cache.get(KEY, fetch, timeout=10) == "t0"  # abandons it, keeps the token
+        assert cache.get(KEY, fetch, timeout=10) == "t0"  # starts a new refresh
+    finally:
+        answer.set()  # the held one ends too, unseen
+    refreshed()
+    assert cache.get(KEY, fetch, timeout=10) == "t1"
+    assert issued == ["t0", "t1"]
+
+
+def test_no_thread_for_a_fetch_is_a_token_request_error(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def start(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    cache = TokenCache(clock=clock, cooldown=CoolDown(first=0))
+    with monkeypatch.context() as patched:
+        patched.setattr(threading.Thread, "start", start)
+        with pytest.raises(TokenRequestError, match="no thread could start"):
+            cache.get(KEY, lambda: Token("never"))
+    assert cache.get(KEY, lambda: Token("fresh"), timeout=5) == "fresh"

@@ -23,6 +23,7 @@ from requests_piggy_auth import (
     TokenCache,
     responses,
 )
+from requests_piggy_auth import cache as cache_module
 from requests_piggy_auth.errors import TokenRequestError
 from requests_piggy_auth.testing import FakePiggy
 from requests_piggy_auth.urllib3 import AuthorizedHttp
@@ -174,3 +175,28 @@ def test_a_401_body_that_trickles_is_judged_on_what_came_in_time(
     assert not caller.is_alive()
     assert statuses == [200]  # judged stale by its header, resent with a new token
     assert piggy.stats().token_requests == 2
+
+
+def test_fetches_held_past_their_deadlines_pile_up_to_a_limit_then_calls_fail_fast(
+    echo_server: EchoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each abandoned fetch's thread lives while the server holds it: no more than a few."""
+    monkeypatch.setattr(cache_module, "MAX_STUCK_FETCHES", 2)
+    echo_server.mode = "trickle"
+    auth = ClientCredentialsAuth(
+        "client-1",
+        "s3cret",
+        base_url=echo_server.url,
+        cache=TokenCache(cooldown=CoolDown(first=0)),
+        timeout=(0.05, 0.5),
+        retry=RetryPolicy(total=0, budget=0.05),  # a deadline of 0.1 s
+    )
+    failures = []
+    for _ in range(3):
+        with pytest.raises(TokenRequestError) as raised:
+            auth.token()
+        failures.append(str(raised.value))
+
+    assert ["abandoned" in failure for failure in failures] == [True, True, False]
+    assert "2 token requests are still held past their deadlines" in failures[2]
+    assert echo_server.requests == 2
