@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 import pytest
+from werkzeug import Request, Response
 
 from requests_piggy_auth import (
     ClientCredentialsAuth,
@@ -189,7 +190,13 @@ def test_a_fetch_past_its_deadline_is_abandoned_for_async_callers(
     piggy: FakePiggy, make_auth: MakeAuth
 ) -> None:
     auth = make_auth(cache=TokenCache(), timeout=(0.1, 5), retry=RetryPolicy(total=0, budget=0.2))
-    hold = piggy.hold()
+    released = threading.Event()
+
+    def held(request: Request) -> Response:
+        released.wait(30)
+        return Status(503)(request)  # issues no token that a later test could see
+
+    piggy.fault_token_endpoint(held, times=1)
 
     async def abandoned() -> str:
         with pytest.raises(TokenRequestError) as raised:
@@ -199,7 +206,7 @@ def test_a_fetch_past_its_deadline_is_abandoned_for_async_callers(
     try:
         assert "abandoned" in asyncio.run(abandoned())
     finally:
-        hold.release()
+        released.set()
 
 
 def test_a_personal_access_token_is_leased_without_a_request(piggy: FakePiggy) -> None:

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import pytest
 
 from requests_piggy_auth import CoolDown, Lease, TokenCache, TokenRequestError
+from requests_piggy_auth import cache as cache_module
 from requests_piggy_auth.cache import FETCH_THREAD
 from requests_piggy_auth.oauth import Token
 from requests_piggy_auth.testing import FakeClock
@@ -391,3 +392,23 @@ def test_no_thread_for_a_fetch_is_a_token_request_error(
         with pytest.raises(TokenRequestError, match="no thread could start"):
             cache.get(KEY, lambda: Token("never"))
     assert cache.get(KEY, lambda: Token("fresh"), timeout=5) == "fresh"
+
+
+def test_exit_waits_for_no_fetch_without_a_deadline(clock: FakeClock) -> None:
+    """What interpreter exit runs: it waits for each fetch until its deadline, and for
+    one without a deadline (``timeout=None``) not at all."""
+    cache = TokenCache(clock=clock)
+    fetching, answer = threading.Event(), threading.Event()
+
+    def held() -> Token:
+        fetching.set()
+        answer.wait(30)
+        return Token("late")
+
+    with ThreadPoolExecutor(1) as pool:
+        caller = pool.submit(cache.get, KEY, held)  # no deadline
+        assert fetching.wait(30)
+        cache_module._workers.join()  # returns at once rather than waiting for it
+        assert not caller.done()
+        answer.set()
+        assert caller.result(30) == "late"
