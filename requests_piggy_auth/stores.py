@@ -25,6 +25,10 @@ Every wait is bounded: by the client's socket timeouts for each command (the
 store warns about a client without them) and by the call's deadline for the
 wait for another process's fetch.
 
+A store pickles and deep-copies (for spawn-started process pools): the copy
+has the same settings and a Redis client of its own, connected like the
+original; a client whose configuration cannot be carried raises ``TypeError``.
+
 This module needs redis-py: ``pip install 'requests-piggy-auth[redis]'``.
 """
 
@@ -34,6 +38,7 @@ import hashlib
 import json
 import logging
 import math
+import pickle
 import secrets
 import time
 import warnings
@@ -83,6 +88,23 @@ _REJECTION_MS = round(MAX_LIFETIME * 1000)
 _TIMES = ("fetched_at", "stale_at", "expires_at")
 
 _TIMEOUTS = ("socket_timeout", "socket_connect_timeout")
+
+_SETTINGS = (
+    "namespace",
+    "lock_timeout",
+    "wait_timeout",
+    "poll_interval",
+    "retry_interval",
+    "wall_clock",
+    "timer",
+    "sleep",
+)
+
+#: The pool classes whose settings can be seen, and those settings (beyond connection_kwargs).
+_POOLS: dict[type[redis.ConnectionPool], tuple[str, ...]] = {
+    redis.ConnectionPool: ("max_connections",),
+    redis.BlockingConnectionPool: ("max_connections", "timeout", "queue_class"),
+}
 
 
 class RedisTimeoutWarning(UserWarning):
@@ -161,6 +183,14 @@ class RedisTokenStore:
 
     def __repr__(self) -> str:
         return f"RedisTokenStore(namespace={self.namespace!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle settings and how the client connects: the copy makes a client of its own.
+
+        :raises TypeError: if part of the client's configuration cannot be carried.
+        """
+        settings = {name: getattr(self, name) for name in _SETTINGS}
+        return (_rebuilt, (type(self), *_client_recipe(self.redis), settings))
 
     def get(
         self,
@@ -370,3 +400,65 @@ def _unbounded_timeouts(redis_client: redis.Redis) -> list[str]:
     pool = redis_client.connection_pool
     connection = pool.connection_class(**pool.connection_kwargs)
     return [name for name in _TIMEOUTS if getattr(connection, name) is None]
+
+
+def _client_recipe(
+    client: redis.Redis,
+) -> tuple[type[redis.Redis], type[redis.ConnectionPool], dict[str, Any]]:
+    """The client class, pool class and pool arguments of a new client connected like
+    ``client``: its pool's settings that pickle, less what a new pool makes itself.
+
+    :raises TypeError: naming what cannot be carried (never its value).
+    """
+    pool = client.connection_pool
+    pool_class = type(pool)
+    if pool_class not in _POOLS:
+        raise _uncarriable(f"its connection pool, a {pool_class.__qualname__},")
+    if getattr(pool, "cache", None) is not None:  # redis-py 5.1+
+        raise _uncarriable("its client-side cache")
+    options = {name: getattr(pool, name) for name in _POOLS[pool_class]}
+    dropped = []
+    for name, value in {
+        "connection_class": pool.connection_class,
+        **pool.connection_kwargs,
+    }.items():
+        if type(value) is object:
+            continue  # redis-py's placeholder for a default: a pickled copy would not be it
+        if _pickles(value):
+            options[name] = value
+        else:
+            dropped.append(name)
+    made = pool_class(**options).connection_kwargs  # per-pool objects, such as registries
+    lost = [name for name in dropped if name not in made]
+    if lost:
+        raise _uncarriable(f"its {', '.join(lost)}")
+    return type(client), pool_class, options
+
+
+def _pickles(value: object) -> bool:
+    try:
+        pickle.dumps(value)
+    except Exception:  # whatever a value's __reduce__ raises
+        return False
+    return True
+
+
+def _uncarriable(what: str) -> TypeError:
+    return TypeError(
+        f"cannot pickle or copy a RedisTokenStore whose Redis client cannot be rebuilt: "
+        f"{what} cannot be carried to another process; make the store there instead "
+        "(in the process pool's initializer, say)"
+    )
+
+
+def _rebuilt(
+    cls: type[RedisTokenStore],
+    client_class: type[redis.Redis],
+    pool_class: type[redis.ConnectionPool],
+    options: dict[str, Any],
+    settings: dict[str, Any],
+) -> RedisTokenStore:
+    """A store with ``settings`` on a new client and pool (how a pickled store comes back)."""
+    client = client_class(connection_pool=pool_class(**options))
+    client.auto_close_connection_pool = True  # the pool is its own: closed with it
+    return cls(client, **settings)
