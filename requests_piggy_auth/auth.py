@@ -35,7 +35,7 @@ from .oauth import (
     is_valid_token,
 )
 from .origins import Origin, secure_origin
-from .responses import decoded, read_head, replayed
+from .responses import Head, decoded, preloaded, read_head, replayed
 from .retry import RetryPolicy
 from .token_session import token_session
 
@@ -443,9 +443,9 @@ class Judged(NamedTuple):
 
     #: Whether to resend: the 401 is closed and the body rewound.
     resend: bool
-    #: The bytes of its body read (at most ``MAX_BODY + 1``), as sent.
-    head: bytes
-    #: Those bytes decoded, as they were judged.
+    #: What was read of its body to judge it (nothing if it was preloaded).
+    head: Head
+    #: The body (at most ``MAX_BODY + 1`` bytes of it) decoded, as it was judged.
     body: bytes
 
 
@@ -456,18 +456,25 @@ def judge_401(
     rewind: Callable[[], object] | None,
     method: str | None,
     url: str,
+    *,
+    preload_content: bool = False,
 ) -> Judged:
-    """Judge a 401 that ``response`` (unread) brought to a request that carried ``lease``.
+    """Judge a 401 that ``response`` brought to a request that carried ``lease``.
 
     A resend closes ``response`` rather than drain it (its body may never
-    end); otherwise hand it back with :func:`~.responses.replayed`.
+    end); otherwise hand it back as it is if it was preloaded, else with
+    :func:`~.responses.replayed`.
 
     :param rewind: how to rewind the request's body (:func:`rewinder`).
     :param method: the request's method and ``url`` its URL, for the warning
         when its body cannot be replayed.
+    :param preload_content: whether its body was preloaded; else it is unread.
     """
-    head = read_head(response)
-    body = decoded(response.headers, head)
+    if preload_content:
+        head, body = Head(b""), preloaded(response)
+    else:
+        head = read_head(response)
+        body = decoded(response.headers, head.sent)
     if not auth.rejected(lease, response.headers.get("WWW-Authenticate"), body):
         return Judged(False, head, body)
     if rewind is None:

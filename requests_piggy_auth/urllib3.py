@@ -115,20 +115,19 @@ class AuthorizedHttp(RequestMethods):
         may_resend = self.auth.renewable
         while True:
             rewind = rewinder(kw.get("body"))
-            judge = may_resend and lease is not None
-            response = self.http.urlopen(method, url, redirect=False, **_sent(kw, lease, judge))
+            response = self.http.urlopen(method, url, redirect=False, **_sent(kw, lease))
             if lease is not None and response.status != 401:
                 lease.answered(response.status)
-                if judge and preload:
-                    response.read(cache_content=True)  # streamed only in case of a 401
-            elif judge:
-                assert lease is not None
+            elif may_resend and lease is not None:
                 may_resend = False
-                judged = judge_401(self.auth, lease, response, rewind, method, url)
+                judged = judge_401(
+                    self.auth, lease, response, rewind, method, url, preload_content=preload
+                )
                 if judged.resend:
                     lease = self.auth.lease(self._send, after=lease)
                     continue
-                response = replayed(response, judged.head, url, preload_content=preload)
+                if not preload:
+                    response = replayed(response, judged.head, url)
             hop = redirect and self._redirect(response, method, url, kw)
             if not hop:
                 return response
@@ -205,14 +204,12 @@ class AuthorizedHttp(RequestMethods):
         raise failure
 
 
-def _sent(kw: dict[str, Any], lease: Lease | None, streamed: bool) -> dict[str, Any]:
-    """``kw`` with ``lease``'s ``Authorization``; ``streamed``: its body left unread."""
+def _sent(kw: dict[str, Any], lease: Lease | None) -> dict[str, Any]:
+    """``kw`` with ``lease``'s ``Authorization``."""
     if lease is None:
         return kw
     headers = HTTPHeaderDict(kw["headers"])
     headers["Authorization"] = lease.authorization
-    if streamed:
-        return {**kw, "headers": headers, "preload_content": False, "release_conn": False}
     return {**kw, "headers": headers}
 
 

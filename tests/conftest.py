@@ -5,13 +5,17 @@ A real redis-server comes from ``tests.redis_server``.
 
 from __future__ import annotations
 
+import json
 import socket
 import socketserver
+import ssl
+import struct
+import subprocess
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from pytest_httpserver import HTTPServer
@@ -118,9 +122,13 @@ class EchoServer(socketserver.ThreadingTCPServer):
         return f"http://127.0.0.1:{self.server_address[1]}"
 
 
-@pytest.fixture
-def echo_server() -> Iterator[EchoServer]:
-    with EchoServer(("127.0.0.1", 0), EchoHandler) as server:
+S = TypeVar("S", "EchoServer", "BrokenServer")
+
+
+@contextmanager
+def serving(server: S) -> Iterator[S]:
+    """``server`` serving in a thread until exit, when its ``stopped`` is set."""
+    with server:
         thread = threading.Thread(target=server.serve_forever, args=(0.05,))
         thread.start()
         server.stopped = threading.Event()
@@ -130,6 +138,142 @@ def echo_server() -> Iterator[EchoServer]:
             server.stopped.set()
             server.shutdown()
             thread.join()
+
+
+@pytest.fixture
+def echo_server() -> Iterator[EchoServer]:
+    with serving(EchoServer(("127.0.0.1", 0), EchoHandler)) as server:
+        yield server
+
+
+class BrokenHandler(socketserver.StreamRequestHandler):
+    """Answers one HTTP request: a token at ``/oauth/token``, else the server's ``fault``
+    (while ``faults`` last) or a 200."""
+
+    server: BrokenServer
+
+    def handle(self) -> None:
+        lines = []
+        while (line := self.rfile.readline()) not in (b"\r\n", b""):
+            lines.append(line.decode("latin-1").rstrip("\r\n"))
+        if not lines:
+            return
+        headers = {k.lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:])}
+        self.rfile.read(int(headers.get("content-length", 0)))
+        if lines[0].split()[1] == "/oauth/token":
+            self.server.tokens += 1
+            token = {"access_token": f"tok-{self.server.tokens}", "expires_in": 3600}
+            self._answer(json.dumps(token).encode())
+            return
+        self.server.authorizations.append(headers.get("authorization"))
+        if self.server.faults <= 0:
+            self._answer(b"ok")
+            return
+        self.server.faults -= 1
+        self.wfile.write(self.server.fault)
+        if self.server.ending == "stall":
+            self.server.stopped.wait()
+        elif self.server.ending == "pause":
+            self.server.stopped.wait(0.5)
+            self.wfile.write(self.server.rest)
+        elif self.server.ending == "reset":
+            self.server.stopped.wait(0.1)  # the client reads what came, then the reset
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+
+    def _answer(self, body: bytes) -> None:
+        self.wfile.write(
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+        )
+
+
+class BrokenServer(socketserver.ThreadingTCPServer):
+    """A loopback server whose answers break off: the first ``faults`` requests (but
+    token requests, answered ``tok-1``, ``tok-2``, ...) get ``fault``, the start of an
+    answer, and then, by ``ending``: ``"close"`` hangs up, ``"reset"`` resets the
+    connection, ``"stall"`` sends nothing more until the test ends, ``"pause"`` sends
+    ``rest`` after 0.5 s. Others get a 200. ``authorizations`` lists what each request
+    but token requests carried. With ``context`` it speaks TLS."""
+
+    daemon_threads = True
+    fault = b""
+    faults = 0
+    ending = "close"
+    rest = b""
+    tokens = 0
+    stopped = threading.Event()
+
+    def __init__(self, context: ssl.SSLContext | None = None, cert: str | None = None) -> None:
+        super().__init__(("127.0.0.1", 0), BrokenHandler)
+        self.context, self.cert = context, cert
+        self.authorizations: list[str | None] = []
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, address = super().get_request()
+        if self.context is None:
+            return sock, address
+        return self.context.wrap_socket(sock, server_side=True), address
+
+    @property
+    def url(self) -> str:
+        scheme = "http" if self.context is None else "https"
+        return f"{scheme}://127.0.0.1:{self.server_address[1]}"
+
+    @property
+    def verify(self) -> str | bool:
+        """What requests verifies this server with."""
+        return self.cert or True
+
+    def break_off(
+        self, status: str, headers: bytes, body: bytes, ending: str, faults: int, rest: bytes = b""
+    ) -> None:
+        """Send ``faults`` answers that break off after ``body``, as ``ending`` says."""
+        self.fault = f"HTTP/1.1 {status}\r\n".encode() + headers + b"\r\n" + body
+        self.ending, self.faults, self.rest = ending, faults, rest
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1 and its key: the files' paths."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = str(folder / "cert.pem"), str(folder / "key.pem")
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            key,
+            "-out",
+            cert,
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+@pytest.fixture(params=["http", "https"])
+def broken_server(request: pytest.FixtureRequest) -> Iterator[BrokenServer]:
+    """A :class:`BrokenServer`, plain or over TLS."""
+    context = cert = None
+    if request.param == "https":
+        cert, key = request.getfixturevalue("certificate")
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
+    with serving(BrokenServer(context, cert)) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

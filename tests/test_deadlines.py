@@ -28,7 +28,8 @@ from requests_piggy_auth.errors import TokenRequestError
 from requests_piggy_auth.testing import FakePiggy
 from requests_piggy_auth.urllib3 import AuthorizedHttp
 
-from .conftest import API, EchoServer, MakeAuth, MakeEndless
+from .conftest import API, BrokenServer, EchoServer, MakeAuth, MakeEndless
+from .test_responses import OTHER, STALE, broken_auth, broken_http
 
 #: Connect and read timeouts, and a budget: one acquisition may take 0.2 + 0.3 s.
 TIMEOUT, BUDGET = (0.2, 0.5), 0.3
@@ -200,3 +201,47 @@ def test_fetches_held_past_their_deadlines_pile_up_to_a_limit_then_calls_fail_fa
     assert ["abandoned" in failure for failure in failures] == [True, True, False]
     assert "2 token requests are still held past their deadlines" in failures[2]
     assert echo_server.requests == 2
+
+
+def call_in_time(call: Callable[[], object]) -> list[object]:
+    """What ``call`` returned, run in a daemon thread given 30 s: a hang fails, not blocks."""
+    returned: list[object] = []
+    caller = threading.Thread(target=lambda: returned.append(call()), daemon=True)
+    caller.start()
+    caller.join(30)  # no speed limit: before, a call waited for the body for ever
+    assert not caller.is_alive()
+    return returned
+
+
+def streamed_get(adapter: str, server: BrokenServer) -> tuple[int, bytes]:
+    """A streamed GET without a timeout, as requests and urllib3 send by default."""
+    url, auth = server.url + "/api", broken_auth(server)
+    if adapter == "requests":
+        response = requests.get(url, auth=auth, stream=True, verify=server.verify)
+        return response.status_code, response.content
+    sent = broken_http(server, auth).request("GET", url, preload_content=False)
+    return sent.status, sent.read()
+
+
+@pytest.mark.parametrize("adapter", ["requests", "urllib3"])
+def test_a_stale_401_whose_body_never_comes_is_judged_in_time_and_resent(
+    broken_server: BrokenServer, monkeypatch: pytest.MonkeyPatch, adapter: str
+) -> None:
+    monkeypatch.setattr(responses, "MAX_JUDGE_SECONDS", 0.2)
+    broken_server.break_off("401 Unauthorized", STALE, b"", "stall", faults=1)
+
+    assert call_in_time(partial(streamed_get, adapter, broken_server)) == [(200, b"ok")]
+    assert broken_server.authorizations == ["Bearer tok-1", "Bearer tok-2"]
+
+
+@pytest.mark.parametrize("adapter", ["requests", "urllib3"])
+def test_a_401_body_that_pauses_past_the_judging_is_handed_back_readable(
+    broken_server: BrokenServer, monkeypatch: pytest.MonkeyPatch, adapter: str
+) -> None:
+    monkeypatch.setattr(responses, "MAX_JUDGE_SECONDS", 0.2)
+    start, rest = b'{"error": "invalid_request", "pad": "', b'x" }'
+    headers = OTHER.replace(b"100", b"%d" % len(start + rest))
+    broken_server.break_off("401 Unauthorized", headers, start, "pause", faults=1, rest=rest)
+
+    # Judged on what came by 0.2 s; the rest comes at 0.5 s, read as the caller reads it.
+    assert call_in_time(partial(streamed_get, adapter, broken_server)) == [(401, start + rest)]

@@ -36,12 +36,15 @@ from .conftest import (
     CLIENT_ID,
     CLIENT_SECRET,
     STALE_TOKEN_401S,
+    BrokenServer,
     MakeEndless,
+    answer,
     authorizations,
     invalid_token,
 )
 from .test_concurrency import THREADS, reject_together, run_together
 from .test_requests_auth import INVALID_REQUEST, INVALID_TOKEN, seen_authorization
+from .test_responses import broken_auth, broken_http
 
 if TYPE_CHECKING:
     from urllib3 import BaseHTTPResponse
@@ -270,6 +273,17 @@ def test_urllib3_status_retries_keep_working(piggy: FakePiggy, http: AuthorizedH
     assert flaky[0] == flaky[1]
 
 
+def test_urllib3_read_retries_keep_working(broken_server: BrokenServer) -> None:
+    broken_server.break_off("200 OK", b"Content-Length: 100\r\n", b"cut short", "close", faults=1)
+    retries = Retry(total=3, read=3)
+
+    http = broken_http(broken_server, broken_auth(broken_server))
+    response = http.request("GET", broken_server.url + "/api", retries=retries)
+
+    assert (response.status, response.data) == (200, b"ok")
+    assert broken_server.authorizations == ["Bearer tok-1", "Bearer tok-1"]
+
+
 # A 401 for a stale token
 
 
@@ -291,6 +305,19 @@ def test_every_401_style_that_may_mean_a_stale_token_is_retried(
     stale.unauthorized_style = style
 
     assert http.request("GET", stale.url + API).status == 200
+    assert stale.stats().token_requests == 2
+
+
+@pytest.mark.parametrize("decode_content", [True, False])
+def test_a_preloaded_401_is_judged_from_its_data(
+    stale: FakePiggy, http: AuthorizedHttp, decode_content: bool
+) -> None:
+    sent = gzip.compress(b'{"error": "invalid_token"}')
+    stale.fault_resources(answer(Response(sent, 401, {"Content-Encoding": "gzip"})), times=1)
+
+    response = http.request("GET", stale.url + API, decode_content=decode_content)
+
+    assert response.status == 200
     assert stale.stats().token_requests == 2
 
 
@@ -438,7 +465,9 @@ def test_a_large_streamed_401_that_is_not_resent_is_handed_back_whole(
 def test_a_stale_401_with_an_endless_body_is_judged_closed_and_resent(
     stale: FakePiggy, http: AuthorizedHttp, endless_401: MakeEndless, preload_content: bool
 ) -> None:
-    stale.fault_resources(endless_401(headers=INVALID_TOKEN), times=1)
+    # Preloading reads a body to its end, with us or without: there it is large, not endless.
+    large = answer(Response(b"x" * (3 * MAX_BODY), 401, INVALID_TOKEN))
+    stale.fault_resources(large if preload_content else endless_401(headers=INVALID_TOKEN), times=1)
 
     response = http.request("GET", stale.url + API, preload_content=preload_content, timeout=5)
 
