@@ -136,4 +136,5 @@ def test_a_storm_of_revocations_under_64_threads_never_reaches_a_caller(
 
     assert set(statuses) == {200}  # no caller ever saw a 401
     assert piggy.stats().unauthorized > 0  # the revocations did bite
-    assert all(1 <= cost <= 2 for cost in costs), costs
+    # 0 when a refresh in flight at the revocation came back after it, with a token it spared.
+    assert all(cost <= 2 for cost in costs), costs
