@@ -53,11 +53,13 @@ def token_request_failed(url: str, exc: BaseException) -> TokenRequestError:
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
-    """``exc`` and what it wraps: urllib3's ``reason``, an exception in ``args``, the cause."""
+    """``exc`` and what it wraps: urllib3's ``reason``, an exception in ``args``, the
+    cause, the context unless suppressed (as a traceback would show it)."""
     chain = [exc]
     while True:
         link = chain[-1]
-        inner = [getattr(link, "reason", None), *link.args, link.__cause__, link.__context__]
+        context = None if link.__suppress_context__ else link.__context__
+        inner = [getattr(link, "reason", None), *link.args, link.__cause__, context]
         found = next((e for e in inner if isinstance(e, BaseException) and e not in chain), None)
         if found is None:
             return chain
