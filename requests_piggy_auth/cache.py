@@ -661,7 +661,10 @@ class TokenCache:
                     self._through_store, key, flight, fetch_on_the_loop
                 )
             result = self._entry(cached, flight)
-        except BaseException as exc:  # cancelled too: every outcome reaches the waiters
+        except asyncio.CancelledError:  # its loop ends: the others are told so, in our terms
+            self._complete(key, flight, _cancelled(key), cools=False)
+            raise
+        except BaseException as exc:  # every outcome reaches the waiters
             result = exc
         self._complete(key, flight, result)
 
@@ -669,6 +672,7 @@ class TokenCache:
         """:meth:`_wait` for asyncio: the flight's future awaited, never cancelled for others."""
         until = min(deadline, flight.deadline)
         waiting = asyncio.wrap_future(flight.future)
+        waiting.add_done_callback(_retrieved)  # a waiter that gives up leaves no error unread
         while not flight.future.done():
             remaining = until - self.clock()
             if remaining <= 0:
@@ -680,19 +684,22 @@ class TokenCache:
                 continue
         return flight.future.result()
 
-    def _complete(self, key: CacheKey, flight: _Flight, result: _Entry | BaseException) -> None:
+    def _complete(
+        self, key: CacheKey, flight: _Flight, result: _Entry | BaseException, *, cools: bool = True
+    ) -> None:
         """End ``flight``: cache its token or start a cool-down, then resolve its waiters.
 
         A flight that is no longer its key's (abandoned, superseded, cleared)
         changes nothing here, but its waiters still get its outcome. The clock
-        and the cool-down are asked outside the lock.
+        and the cool-down are asked outside the lock. ``cools``: a failure
+        starts a cool-down (not one that says nothing of the endpoint).
         """
         now = self.clock()
         with self._lock:
             record = self._records.get(key)
             failures = None if record is None else record.failures
         count = 1 if failures is None else failures.count + 1
-        pause = self.cooldown.pause(count) if isinstance(result, Exception) else 0.0
+        pause = self.cooldown.pause(count) if cools and isinstance(result, Exception) else None
         warning = None
         with self._lock:
             current = self._records.get(key)
@@ -727,16 +734,17 @@ class TokenCache:
         result: _Entry | BaseException,
         now: float,
         count: int,
-        pause: float,
+        pause: float | None,
     ) -> tuple[Lease | BaseException, tuple[BaseException, float] | None]:
         """Record ``result`` for its key: the outcome for waiters, and what to warn about.
 
-        ``count`` is the failures in a row this one would make, ``pause`` its cool-down.
+        ``count`` is the failures in a row this one would make, ``pause`` its cool-down
+        (``None``: none).
         """
         if isinstance(result, _Entry):
             self._hits[key], record.failures, record.renewing = result, None, False
             return result.lease, None
-        if not isinstance(result, Exception):  # KeyboardInterrupt and the like: no cool-down
+        if pause is None or not isinstance(result, Exception):  # an interrupt, a cancellation
             return result, None
         record.failures = _Failures(count, now + pause, result)
         entry = self._hits.get(key)
@@ -810,6 +818,18 @@ def _rebuilt(cls: type[TokenCache], settings: dict[str, Any]) -> TokenCache:
 
 async def _awaited(fetch: Callable[[], Awaitable[Token]]) -> Token:
     return await fetch()
+
+
+def _retrieved(future: asyncio.Future[Lease]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def _cancelled(key: CacheKey) -> TokenRequestError:
+    return TokenRequestError(
+        f"no token for client {key[1]!r} from {key[0]}: the token request was cancelled "
+        "(the event loop it ran on ended)"
+    )
 
 
 def _no_thread(key: CacheKey, exc: RuntimeError) -> TokenRequestError:

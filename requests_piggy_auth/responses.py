@@ -83,7 +83,7 @@ def _readable(
     Looks without blocking at what ``reader`` holds or ``sock`` brings, then
     waits for ``sock``: a socket timeout would leave the body unreadable.
     """
-    if sock.fileno() == -1:  # closed at the body's end
+    if reader.closed or sock.fileno() == -1:  # the body has ended (the connection may be reused)
         return True
     blocking = sock.gettimeout()
     with response._error_catcher():  # type: ignore[attr-defined]  # fails as urllib3 fails

@@ -176,6 +176,8 @@ class BrokenHandler(socketserver.StreamRequestHandler):
         elif self.server.ending == "pause":
             self.server.stopped.wait(0.5)
             self.wfile.write(self.server.rest)
+        elif self.server.ending == "keep":  # a whole answer, and the next on this connection
+            self.handle()
         elif self.server.ending == "reset":
             self.server.stopped.wait(0.1)  # the client reads what came, then the reset
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -192,8 +194,9 @@ class BrokenServer(socketserver.ThreadingTCPServer):
     token requests, answered ``tok-1``, ``tok-2``, ...) get ``fault``, the start of an
     answer, and then, by ``ending``: ``"close"`` hangs up, ``"reset"`` resets the
     connection, ``"stall"`` sends nothing more until the test ends, ``"pause"`` sends
-    ``rest`` after 0.5 s. Others get a 200. ``authorizations`` lists what each request
-    but token requests carried. With ``context`` it speaks TLS."""
+    ``rest`` after 0.5 s, ``"keep"`` answers the next request on the same connection
+    (keep-alive). Others get a 200. ``authorizations`` lists what each request but
+    token requests carried. With ``context`` it speaks TLS."""
 
     daemon_threads = True
     fault = b""

@@ -249,3 +249,39 @@ def test_an_async_token_request_that_gets_no_answer_is_retried(
     with pytest.raises(TokenRequestError, match="connection error") as raised:
         asyncio.run(auth.alease(send))
     assert raised.value.status is None
+
+
+def test_a_loop_that_ends_with_its_fetch_pending_tells_the_other_waiters_in_our_terms(
+    piggy: FakePiggy, auth: ClientCredentialsAuth
+) -> None:
+    """A caller gives up (``wait_for``) and its loop ends, cancelling the fetch it led:
+    a thread waiting on that fetch gets a ``TokenRequestError``, not a ``CancelledError``."""
+    hold = piggy.hold()
+    waiting = threading.Event()
+    outcomes: list[object] = []
+
+    def thread_waits() -> None:
+        waiting.set()
+        try:
+            outcomes.append(auth.token())
+        except TokenRequestError as exc:
+            outcomes.append(exc)
+
+    waiter = threading.Thread(target=thread_waits, daemon=True)
+
+    async def gives_up() -> None:
+        leader = asyncio.create_task(asyncio.wait_for(auth.alease(send), 0.5))
+        assert await asyncio.to_thread(hold.arrived.wait, 30)
+        waiter.start()
+        assert await asyncio.to_thread(waiting.wait, 30)
+        with pytest.raises(asyncio.TimeoutError):
+            await leader
+
+    try:
+        asyncio.run(gives_up())  # ends the loop, and with it the fetch task
+    finally:
+        hold.release()
+    waiter.join(30)
+
+    assert len(outcomes) == 1
+    assert isinstance(outcomes[0], (str, TokenRequestError))  # never a CancelledError

@@ -245,3 +245,18 @@ def test_a_401_body_that_pauses_past_the_judging_is_handed_back_readable(
 
     # Judged on what came by 0.2 s; the rest comes at 0.5 s, read as the caller reads it.
     assert call_in_time(partial(streamed_get, adapter, broken_server)) == [(401, start + rest)]
+
+
+@pytest.mark.parametrize("adapter", ["requests", "urllib3"])
+def test_a_stale_401_on_a_kept_alive_connection_is_resent(
+    broken_server: BrokenServer, adapter: str
+) -> None:
+    """The commonest 401 of all: a whole body, its length said, the connection kept."""
+    body = b'{"error": "invalid_token"}'
+    headers = b'WWW-Authenticate: Bearer error="invalid_token"\r\nContent-Length: %d\r\n' % len(
+        body
+    )
+    broken_server.break_off("401 Unauthorized", headers, body, "keep", faults=1)
+
+    assert call_in_time(partial(streamed_get, adapter, broken_server)) == [(200, b"ok")]
+    assert broken_server.authorizations == ["Bearer tok-1", "Bearer tok-2"]
