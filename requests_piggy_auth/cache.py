@@ -821,8 +821,8 @@ async def _awaited(fetch: Callable[[], Awaitable[Token]]) -> Token:
 
 
 def _retrieved(future: asyncio.Future[Lease]) -> None:
-    if not future.cancelled():
-        future.exception()
+    """Read ``future``'s outcome, so that asyncio never reports it unread."""
+    None if future.cancelled() else future.exception()
 
 
 def _cancelled(key: CacheKey) -> TokenRequestError:
