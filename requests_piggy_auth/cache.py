@@ -415,16 +415,12 @@ class TokenCache:
             entry = self._hits.get(key)
             if entry is not None and now < entry.refresh_at:
                 return entry.lease
-        deadline = math.inf if timeout is None else now + timeout
-        with self._lock:
-            step, start = self._decide(key, now, deadline, renewal=after is not None)
+        step, start, deadline = self._decide(key, now, timeout, renewal=after is not None)
         if start is not None:
             self._start(key, start, fetch)
         if isinstance(step, _Flight):
             return self._wait(key, step, deadline)
-        if isinstance(step, TokenRequestError):
-            raise step
-        return step
+        return _taken(step)
 
     async def alease(
         self,
@@ -450,18 +446,14 @@ class TokenCache:
             entry = self._hits.get(key)
             if entry is not None and now < entry.refresh_at:
                 return entry.lease
-        deadline = math.inf if timeout is None else now + timeout
-        with self._lock:
-            step, start = self._decide(key, now, deadline, renewal=after is not None)
+        step, start, deadline = self._decide(key, now, timeout, renewal=after is not None)
         if start is not None:
             task = asyncio.get_running_loop().create_task(self._arun(key, start, fetch))
             self._tasks.add(task)  # a strong reference until it is done
             task.add_done_callback(self._tasks.discard)
         if isinstance(step, _Flight):
             return await self._await(key, step, deadline)
-        if isinstance(step, TokenRequestError):
-            raise step
-        return step
+        return _taken(step)
 
     def get(
         self, key: CacheKey, fetch: Callable[[], Token], *, timeout: float | None = None
@@ -532,9 +524,18 @@ class TokenCache:
             self._records.clear()
 
     def _decide(
+        self, key: CacheKey, now: float, timeout: float | None, *, renewal: bool
+    ) -> tuple[_Step, _Flight | None, float]:
+        """What a caller that missed does next, a flight for it to start, and its deadline."""
+        deadline = math.inf if timeout is None else now + timeout
+        with self._lock:
+            step, start = self._decision(key, now, deadline, renewal=renewal)
+        return step, start, deadline
+
+    def _decision(
         self, key: CacheKey, now: float, deadline: float, *, renewal: bool
     ) -> tuple[_Step, _Flight | None]:
-        """What the caller does next, and a flight for it to start; under the lock, no I/O."""
+        """:meth:`_decide`'s decision, under the lock, with no I/O."""
         record = self._records.get(key)
         if record is None:
             record = self._records[key] = _Record()
@@ -814,6 +815,13 @@ _SETTINGS = (
 def _rebuilt(cls: type[TokenCache], settings: dict[str, Any]) -> TokenCache:
     """A new, empty cache with ``settings`` (how a pickled cache comes back)."""
     return cls(**settings)
+
+
+def _taken(step: Lease | TokenRequestError) -> Lease:
+    """The lease a decision hands the caller, or the error it raises."""
+    if isinstance(step, TokenRequestError):
+        raise step
+    return step
 
 
 async def _awaited(fetch: Callable[[], Awaitable[Token]]) -> Token:
