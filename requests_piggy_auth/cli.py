@@ -17,12 +17,7 @@ from typing import cast
 import requests
 
 from ._version import __version__
-from .auth import (
-    BASE_URL_VARIABLE,
-    ClientCredentialsAuth,
-    PersonalAccessTokenAuth,
-    PiggyAuth,
-)
+from .auth import ClientCredentialsAuth, PersonalAccessTokenAuth, PiggyAuth
 from .env import (
     CLIENT_ID_VARIABLE,
     CLIENT_SECRET_VARIABLE,
@@ -37,6 +32,7 @@ from .errors import (
     reveals,
 )
 from .failures import describe_failure
+from .policy import BASE_URL_VARIABLE
 
 #: Timeout, in seconds, for ``piggy-auth get``.
 GET_TIMEOUT = 30.0

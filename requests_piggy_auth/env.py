@@ -6,14 +6,9 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from .auth import (
-    BASE_URL_VARIABLE,
-    DEFAULT_BASE_URL,
-    ClientCredentialsAuth,
-    PersonalAccessTokenAuth,
-    PiggyAuth,
-)
+from .auth import ClientCredentialsAuth, PersonalAccessTokenAuth, PiggyAuth
 from .errors import ConfigurationError
+from .policy import BASE_URL_VARIABLE, DEFAULT_BASE_URL
 
 PAT_VARIABLE = "PIGGY_PERSONAL_ACCESS_TOKEN"
 CLIENT_ID_VARIABLE = "PIGGY_CLIENT_ID"

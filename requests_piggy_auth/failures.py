@@ -6,15 +6,14 @@ The drivers (requests, urllib3) turn their libraries' exceptions into a
 
 from __future__ import annotations
 
-import requests
 import urllib3.exceptions
 
 from .errors import TokenRequestError
 
-_TIMEOUTS = (TimeoutError, requests.Timeout, urllib3.exceptions.TimeoutError)
+# requests' exceptions wrap urllib3's, which the chain reaches.
+_TIMEOUTS = (TimeoutError, urllib3.exceptions.TimeoutError)
 _CONNECTION = (
     ConnectionError,
-    requests.ConnectionError,
     urllib3.exceptions.ProtocolError,
     urllib3.exceptions.NewConnectionError,
 )

@@ -6,7 +6,8 @@ For one whose body has not been read, :func:`read_head` reads at most
 :func:`decoded` decodes them boundedly for judging, and :func:`replayed` hands
 the response back with those bytes followed by the rest, still unread, so a
 streamed 401 stays streamable however long its body is. A preloaded one is
-judged from :func:`preloaded`.
+judged from :func:`preloaded`. :class:`Answered401` is what both thread drivers
+share of stepping :func:`~.replay.replay` through such a 401.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from urllib3.exceptions import HTTPError
 from urllib3.util.wait import wait_for_read
 
 from .oauth import MAX_BODY
+from .replay import Answer
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -183,3 +185,45 @@ class _Rest(io.RawIOBase):
         self._response.close()  # a no-op once read to the end: the connection is back
         self._response.release_conn()
         super().close()
+
+
+def answer(response: BaseHTTPResponse) -> Answer:
+    """The :class:`~.replay.Answer` that ``response`` is."""
+    return Answer(response.status, response.headers.get("WWW-Authenticate"))
+
+
+class Answered401:
+    """A 401 being judged: its body read once, then closed for a resend or handed back.
+
+    :param response: the 401, its body unread unless ``preload_content``.
+    """
+
+    def __init__(self, response: BaseHTTPResponse, *, preload_content: bool = False) -> None:
+        self.response = response
+        self._preloaded = preload_content
+        self._head: Head | None = None
+        #: What was judged of its body: at most ``MAX_BODY + 1`` bytes, decoded.
+        self.body = b""
+
+    def read_body(self) -> bytes:
+        """At most ``MAX_BODY + 1`` bytes of the body, decoded (see :func:`read_head`)."""
+        if self._preloaded:
+            self.body = preloaded(self.response)
+        else:
+            self._head = read_head(self.response)
+            self.body = decoded(self.response.headers, self._head.sent)
+        return self.body
+
+    def close(self) -> None:
+        """Close the 401 rather than drain it (its body may never end), to resend it."""
+        self.response.close()
+        self.response.release_conn()
+
+    def handed_back(self, url: str) -> BaseHTTPResponse:
+        """The 401 to hand back: :func:`replayed` if its body was read here, else as it is.
+
+        :param url: the URL it answered.
+        """
+        if self._head is None:
+            return self.response
+        return replayed(self.response, self._head, url)

@@ -17,12 +17,13 @@ from urllib3.exceptions import HTTPError, MaxRetryError
 from urllib3.util import parse_url
 from urllib3.util.retry import Retry
 
-from .auth import PiggyAuth, Timeout, judge_401, read_at_most, rewinder
 from .cache import Lease
 from .failures import token_request_failed
 from .oauth import MAX_BODY, TokenRequest, TokenResponse
 from .origins import Origin, keeps_token
-from .responses import replayed
+from .policy import AuthPolicy, Timeout
+from .replay import Answer, drive, read_at_most, replay, rewinder
+from .responses import Answered401, answer
 
 try:
     from urllib3._request_methods import RequestMethods
@@ -58,12 +59,13 @@ class AuthorizedHttp(RequestMethods):
     redirect; a 401 for a stale token gets a new token and one resend, with
     the same rules as the requests adapter.
 
-    :param auth: a :class:`~requests_piggy_auth.PiggyAuth`, shared freely.
+    :param auth: a :class:`~requests_piggy_auth.PiggyAuth` (any
+        :class:`~requests_piggy_auth.policy.AuthPolicy`), shared freely.
     :param http: the ``PoolManager`` or ``ProxyManager`` to send through
         (token requests included); ``None`` for a new ``PoolManager``.
     """
 
-    def __init__(self, auth: PiggyAuth, http: urllib3.PoolManager | None = None) -> None:
+    def __init__(self, auth: AuthPolicy, http: urllib3.PoolManager | None = None) -> None:
         # RequestMethods.__init__ would reset the wrapped pool's headers.
         self.auth = auth
         self.http = urllib3.PoolManager() if http is None else http
@@ -110,24 +112,14 @@ class AuthorizedHttp(RequestMethods):
         """
         if kw.get("headers") is None:
             kw["headers"] = self.http.headers
-        preload = kw.get("preload_content", True)
         lease = self.auth.lease(self._send) if self._sends_token_to(url) else None
-        may_resend = self.auth.renewable
         while True:
             rewind = rewinder(kw.get("body"))
             response = self.http.urlopen(method, url, redirect=False, **_sent(kw, lease))
-            if lease is not None and response.status != 401:
-                lease.answered(response.status)
-            elif may_resend and lease is not None:
-                may_resend = False
-                judged = judge_401(
-                    self.auth, lease, response, rewind, method, url, preload_content=preload
-                )
-                if judged.resend:
-                    lease = self.auth.lease(self._send, after=lease)
-                    continue
-                if not preload:
-                    response = replayed(response, judged.head, url)
+            if lease is not None:
+                exchange = _Exchange(self, response, lease, method, url, kw)
+                drive(replay(self.auth, lease, answer(response), rewind, method, url), exchange)
+                response, lease = exchange.result(), exchange.lease
             hop = redirect and self._redirect(response, method, url, kw)
             if not hop:
                 return response
@@ -202,6 +194,45 @@ class AuthorizedHttp(RequestMethods):
         else:
             return TokenResponse(response.status, response.headers, body)
         raise failure
+
+
+class _Exchange(Answered401):
+    """A urllib3 response stepped through the replay flow: resent through the same pool."""
+
+    def __init__(
+        self,
+        http: AuthorizedHttp,
+        response: BaseHTTPResponse,
+        lease: Lease,
+        method: str,
+        url: str,
+        kw: Any,
+    ) -> None:
+        super().__init__(response, preload_content=kw.get("preload_content", True))
+        self._http = http
+        self._method = method
+        self._url = url
+        self._kw = kw
+        self._resent: BaseHTTPResponse | None = None
+        #: The lease the last request carried.
+        self.lease = lease
+
+    def renew(self, rejected: Lease) -> Lease:
+        self.close()
+        return self._http.auth.lease(self._http._send, after=rejected)
+
+    def resend(self, lease: Lease) -> Answer:
+        self.lease = lease
+        self._resent = self._http.http.urlopen(
+            self._method, self._url, redirect=False, **_sent(self._kw, lease)
+        )
+        return answer(self._resent)
+
+    def result(self) -> BaseHTTPResponse:
+        """The resend's response, or the 401 handed back."""
+        if self._resent is not None:
+            return self._resent
+        return self.handed_back(self._url)
 
 
 def _sent(kw: dict[str, Any], lease: Lease | None) -> dict[str, Any]:

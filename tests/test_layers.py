@@ -14,7 +14,17 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "requests_piggy_auth"
-CORE = {"_version", "cache", "challenges", "errors", "oauth", "origins", "retry"}
+CORE = {
+    "_version",
+    "cache",
+    "challenges",
+    "errors",
+    "oauth",
+    "origins",
+    "policy",
+    "replay",
+    "retry",
+}
 HTTP_LIBRARIES = {"requests", "urllib3", "httpx"}
 ALLOWED = {"errors": {"requests"}}
 
@@ -42,6 +52,13 @@ def test_the_core_imports_no_http_library_and_nothing_but_the_core(module: str) 
 
 
 def test_the_check_sees_a_driver_for_what_it_is() -> None:
-    packages, ours = imports("urllib3")
-    assert "urllib3" in packages
-    assert "auth" in ours
+    packages, ours = imports("auth")
+    assert "requests" in packages
+    assert "policy" in ours
+
+
+@pytest.mark.parametrize("module", ["urllib3", "responses", "failures"])
+def test_the_urllib3_adapter_needs_no_requests(module: str) -> None:
+    packages, ours = imports(module)
+    assert "requests" not in packages
+    assert ours.isdisjoint({"auth", "token_session", "env", "cli"})

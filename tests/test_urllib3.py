@@ -26,8 +26,8 @@ from requests_piggy_auth import (
     TokenRequestError,
     TokenResponseError,
 )
-from requests_piggy_auth.auth import DEFAULT_TIMEOUT
 from requests_piggy_auth.oauth import MAX_BODY
+from requests_piggy_auth.policy import DEFAULT_TIMEOUT
 from requests_piggy_auth.testing import FakeClock, FakePiggy, UnauthorizedStyle, json_response
 from requests_piggy_auth.urllib3 import AuthorizedHttp
 

@@ -1,0 +1,312 @@
+"""What a Piggy auth decides, whatever HTTP library sends its requests.
+
+Where the token may go, which token to send now, and whether a 401 may be
+cured by a new one. A policy sends nothing itself: it is given a
+:data:`~.oauth.TokenSender` (or an async one) that moves the bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta, timezone
+from functools import partial
+from typing import Any, Literal
+
+from .cache import Lease, TokenCache, client_key, shared_cache
+from .challenges import token_rejected
+from .errors import TokenExpiredError
+from .oauth import (
+    AsyncTokenSender,
+    ClientCredentials,
+    Token,
+    TokenResponse,
+    TokenSender,
+    is_valid_token,
+)
+from .origins import Origin, secure_origin
+from .retry import RetryPolicy
+
+DEFAULT_BASE_URL = "https://api.piggy.eu"
+#: Sets the base URL for auth objects created without ``base_url=``.
+BASE_URL_VARIABLE = "PIGGY_BASE_URL"
+#: Connect and read timeouts, in seconds, for each token request; the retry
+#: policy's budget bounds a whole fetch.
+DEFAULT_TIMEOUT = (3.05, 5.0)
+#: Up to 3 retries with full-jitter backoff, within 10 s per fetch.
+DEFAULT_RETRY = RetryPolicy()
+#: A personal access token this close to its expiry date logs a warning.
+PAT_WARNING_PERIOD = timedelta(days=7)
+
+Timeout = float | tuple[float, float] | None
+
+log = logging.getLogger("requests_piggy_auth")
+
+
+class AuthPolicy:
+    """What every Piggy auth shares: the origins its token may go to, and the lease.
+
+    :param base_url: the API's base URL; ``None``: ``$PIGGY_BASE_URL``, else
+        ``https://api.piggy.eu``. Must be https unless loopback.
+    :param allowed_origins: more origins (URLs) that may receive the token.
+    :raises ValueError: for a URL that is not absolute http(s), or plain http
+        to a host other than loopback.
+    """
+
+    #: Whether a 401 can be cured by fetching a new token.
+    renewable = False
+    #: Connect and read timeouts, in seconds, for token requests.
+    timeout: Timeout = DEFAULT_TIMEOUT
+
+    def __init__(self, *, base_url: str | None, allowed_origins: Iterable[str]) -> None:
+        if base_url is None:
+            base_url = os.environ.get(BASE_URL_VARIABLE, "").strip() or DEFAULT_BASE_URL
+        self.base_url = base_url.rstrip("/")
+        origin = secure_origin(self.base_url, what="base_url")
+        if isinstance(allowed_origins, str):
+            allowed_origins = [allowed_origins]
+        self.allowed_origins = frozenset(
+            {origin, *(secure_origin(url, what="allowed_origins") for url in allowed_origins)}
+        )
+        self._prefixes = tuple(allowed.prefix for allowed in self.allowed_origins)
+
+    def sends_token_to(self, url: str) -> bool:
+        """Whether a request to ``url`` gets the token: its origin is allowed."""
+        # The prefix test answers the usual URL without parsing it.
+        return url.startswith(self._prefixes) or Origin.of(url) in self.allowed_origins
+
+    def lease(self, send: TokenSender | None = None, *, after: Lease | None = None) -> Lease:
+        """The token to send now; ``send`` makes a token request if one is needed.
+
+        :param send: how to send a token request (``None``: this auth's own way).
+        :param after: a lease that got a 401 which :meth:`rejected` said a new
+            token may cure: the token returned was requested after that 401.
+        :raises PiggyAuthError: when no token can be had.
+        """
+        raise NotImplementedError
+
+    async def alease(self, send: AsyncTokenSender, *, after: Lease | None = None) -> Lease:
+        """:meth:`lease` for asyncio: a token request goes out through the async ``send``,
+        and every wait is awaited, so the event loop runs on.
+
+        :param send: how to send a token request, awaiting its answer.
+        :param after: as for :meth:`lease`.
+        :raises PiggyAuthError: when no token can be had.
+        """
+        return self.lease(after=after)
+
+    def token(self, send: TokenSender | None = None) -> str:
+        """The access token to send now (see :meth:`lease`).
+
+        :param send: how to send a token request (``None``: this auth's own way).
+        :raises PiggyAuthError: when no token can be had.
+        """
+        return self.lease(send).access_token
+
+    def rejected(self, lease: Lease, www_authenticate: str | None, body: bytes) -> bool:
+        """Whether a 401 to a request that carried ``lease`` may be cured by a new token.
+
+        Evicts the lease's token when the 401 says it is stale; a resend then
+        takes ``lease(send, after=lease)``.
+
+        :param lease: the lease the request carried (read from what was sent).
+        :param www_authenticate: the 401's ``WWW-Authenticate`` header, if any.
+        :param body: the 401's body (at most 1 MiB of it).
+        """
+        return False
+
+
+class ClientCredentialsPolicy(AuthPolicy):
+    """OAuth client credentials: tokens fetched through a sender, cached and renewed.
+
+    :param send: how to send a token request when :meth:`lease` is given none.
+    :param retry: how token requests are retried, and the time budget of one fetch.
+    :param timeout: connect and read timeout for each token request, in seconds:
+        with the retry budget, it bounds one acquisition.
+    Other parameters as for :class:`~requests_piggy_auth.ClientCredentialsAuth`.
+    """
+
+    renewable = True
+
+    def __init__(
+        self,
+        client_id: str,
+        client_secret: str,
+        *,
+        send: TokenSender,
+        base_url: str | None,
+        allowed_origins: Iterable[str],
+        cache: TokenCache | None,
+        timeout: Timeout,
+        retry: RetryPolicy,
+        token_request_format: Literal["json", "form"],
+    ) -> None:
+        super().__init__(base_url=base_url, allowed_origins=allowed_origins)
+        self.grant = ClientCredentials(
+            self.base_url + "/oauth/token", client_id, client_secret, token_request_format
+        )
+        self.cache = shared_cache() if cache is None else cache
+        self.timeout = timeout
+        self.retry = retry
+        self._key = client_key(self.grant.token_url, client_id, client_secret)
+        #: One acquisition's bound: the retry budget plus one more connect timeout.
+        self._deadline = self.retry.budget + connect_timeout(timeout)
+        self._fetch_by_default = partial(self._fetch, send)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(client_id={self.client_id!r}, base_url={self.base_url!r})"
+
+    @property
+    def client_id(self) -> str:
+        """The OAuth client id."""
+        return self.grant.client_id
+
+    @property
+    def token_url(self) -> str:
+        """The token endpoint."""
+        return self.grant.token_url
+
+    def lease(self, send: TokenSender | None = None, *, after: Lease | None = None) -> Lease:
+        """The cached token, fetched with ``send`` (default: this auth's own) on a miss.
+
+        Token requests are retried by :attr:`retry`, whatever ``send`` is, and
+        waiting for another thread's fetch takes at most its budget.
+
+        :param send: how to send a token request, such as
+            :class:`~requests_piggy_auth.urllib3.AuthorizedHttp`'s pool.
+        :param after: a lease whose 401 :meth:`rejected` judged curable.
+        :raises TokenRequestError: (or a subclass) when no token could be had.
+        """
+        fetch = self._fetch_by_default if send is None else partial(self._fetch, send)
+        return self.cache.lease(self._key, fetch, timeout=self._deadline, after=after)
+
+    async def alease(self, send: AsyncTokenSender, *, after: Lease | None = None) -> Lease:
+        """The cached token, fetched with the async ``send`` on a miss (see :meth:`lease`).
+
+        :param send: how to send a token request, awaiting its answer.
+        :param after: a lease whose 401 :meth:`rejected` judged curable.
+        :raises TokenRequestError: (or a subclass) when no token could be had.
+        """
+        fetch = partial(self._afetch, send)
+        return await self.cache.alease(self._key, fetch, timeout=self._deadline, after=after)
+
+    def rejected(self, lease: Lease, www_authenticate: str | None, body: bytes) -> bool:
+        """True when the 401 may mean a stale token and evicting it made room for a new one.
+
+        :param lease: the lease the request carried.
+        :param www_authenticate: the 401's ``WWW-Authenticate`` header, if any.
+        :param body: the 401's body.
+        """
+        return token_rejected(www_authenticate, body) and self.cache.reject(self._key, lease)
+
+    def fetch_token(self) -> Token:
+        """A new token straight from the token endpoint, past the cache (for tools).
+
+        :raises TokenRequestError: (or a subclass) when no token could be had.
+        """
+        return self._fetch_by_default()
+
+    def _fetch(self, send: TokenSender) -> Token:
+        return self._parsed(self.retry.send(send, self.grant.token_request()))
+
+    async def _afetch(self, send: AsyncTokenSender) -> Token:
+        return self._parsed(await self.retry.asend(send, self.grant.token_request()))
+
+    def _parsed(self, response: TokenResponse) -> Token:
+        token = self.grant.parse(response)
+        log.debug("new token for client %r (expires_in=%s)", self.client_id, token.expires_in)
+        return token
+
+
+class PersonalAccessTokenPolicy(AuthPolicy):
+    """A personal access token, with an optional expiry date checked on an injected clock.
+
+    :param now: the current time, timezone-aware (default: the system's, in UTC).
+    Other parameters as for :class:`~requests_piggy_auth.PersonalAccessTokenAuth`.
+    """
+
+    def __init__(
+        self,
+        token: str,
+        *,
+        expires_at: datetime | None,
+        base_url: str | None,
+        allowed_origins: Iterable[str],
+        now: Callable[[], datetime] | None = None,
+    ) -> None:
+        super().__init__(base_url=base_url, allowed_origins=allowed_origins)
+        if not is_valid_token(token):
+            raise ValueError(
+                "personal access token must be a non-empty string without whitespace or "
+                "control characters"
+            )
+        self._token = token
+        self.expires_at = None if expires_at is None else expires_at.astimezone(timezone.utc)
+        self._now = partial(datetime.now, timezone.utc) if now is None else now
+        self._warn_lock = threading.Lock()
+        self._warned = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_warn_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._warn_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        expiry = "" if self.expires_at is None else f", expires_at={self.expires_at.isoformat()!r}"
+        return f"{type(self).__name__}(base_url={self.base_url!r}{expiry})"
+
+    def lease(self, send: TokenSender | None = None, *, after: Lease | None = None) -> Lease:
+        """The personal access token.
+
+        :param send: unused: a personal access token is never fetched.
+        :param after: unused: a personal access token is never renewed.
+        :raises TokenExpiredError: when its expiry date has passed.
+        """
+        if self.expires_at is not None:
+            self._check_expiry(self.expires_at - self._now())
+        return Lease(self._token)
+
+    def _check_expiry(self, remaining: timedelta) -> None:
+        if remaining <= timedelta(0):
+            raise TokenExpiredError(
+                f"the personal access token expired at {self.expires_at:%Y-%m-%d %H:%M} UTC; "
+                "create a new one in the Piggy Business Dashboard under Apps → Integrations → "
+                "Personal Access Tokens"
+            )
+        if remaining < PAT_WARNING_PERIOD:
+            with self._warn_lock:
+                warned, self._warned = self._warned, True
+            if not warned:
+                log.warning(
+                    "the personal access token expires in %.1f days (at %s UTC); create a new "
+                    "one in the Business Dashboard under Apps → Integrations → Personal Access "
+                    "Tokens",
+                    remaining / timedelta(days=1),
+                    f"{self.expires_at:%Y-%m-%d %H:%M}",
+                )
+
+
+def connect_timeout(timeout: Timeout) -> float:
+    """The connect part of a requests-style timeout, in seconds (0 for none).
+
+    :raises ValueError: for anything but ``None``, a positive finite number of
+        seconds, or a ``(connect, read)`` pair of them.
+    """
+    parts = timeout if isinstance(timeout, tuple) else (timeout,)
+    if not 1 <= len(parts) <= 2 or not all(
+        part is None
+        or (isinstance(part, (int, float)) and not isinstance(part, bool) and 0 < part < math.inf)
+        for part in parts
+    ):
+        raise ValueError(
+            "timeout must be None, a positive number of seconds or a (connect, read) pair of "
+            f"them, got {timeout!r}"
+        )
+    return parts[0] or 0.0
