@@ -124,6 +124,25 @@ class ClientCredentials:
         :raises TokenRequestError: any other answer that is not 2xx.
         :raises TokenResponseError: a 2xx answer without a usable token.
         """
+        payload = self._payload(response)
+        status = response.status
+        access_token = self._access_token(payload, status)
+        expires_in = payload.get("expires_in")
+        try:
+            return Token(access_token, _lifetime(expires_in))
+        except ValueError:
+            said = self._shown(str(expires_in)[:40], access_token)
+            raise TokenResponseError(
+                f"token endpoint answered expires_in={said or _describe(expires_in)!r}; it "
+                "must be a positive number of seconds",
+                status=status,
+            ) from None
+
+    def _payload(self, response: TokenResponse) -> dict[str, object]:
+        """The JSON object of a 2xx answer.
+
+        :raises TokenRequestError: (or a subclass) for any other answer.
+        """
         status = response.status
         if 300 <= status < 400:
             location = self._shown(response.headers.get("Location", "nowhere"))
@@ -148,6 +167,13 @@ class ClientCredentials:
                 ", expected a JSON object with an access_token",
                 status=status,
             )
+        return payload
+
+    def _access_token(self, payload: dict[str, object], status: int) -> str:
+        """The usable Bearer token that ``payload`` holds.
+
+        :raises TokenResponseError: when it holds none.
+        """
         access_token = payload.get("access_token")
         known = (access_token,) if isinstance(access_token, str) else ()
         token_type = payload.get("token_type", "Bearer")
@@ -168,16 +194,7 @@ class ClientCredentials:
                 "it must be a non-empty string of visible ASCII characters",
                 status=status,
             )
-        expires_in = payload.get("expires_in")
-        try:
-            return Token(access_token, _lifetime(expires_in))
-        except ValueError:
-            said = self._shown(str(expires_in)[:40], access_token)
-            raise TokenResponseError(
-                f"token endpoint answered expires_in={said or _describe(expires_in)!r}; it "
-                "must be a positive number of seconds",
-                status=status,
-            ) from None
+        return access_token
 
     def _refusal(self, response: TokenResponse, payload: object) -> TokenRequestError:
         """A non-2xx answer, told by its status and the fields that can be checked.
@@ -192,15 +209,7 @@ class ClientCredentials:
         code = error if isinstance(error, str) and _ERROR_CODE.fullmatch(error) else None
         code = code and self._shown(code)
         if status in (400, 401) and code:
-            text = self._shown(description) if isinstance(description, str) else None
-            said = self._said("error_description", description)
-            return InvalidClientError(
-                f"token endpoint refused client {self.client_id!r}: HTTP {status} {code}"
-                + (f" ({text or said})" if said else ""),
-                status=status,
-                error=code,
-                error_description=text,
-            )
+            return self._invalid_client(status, code, description)
         details = [
             (f"OAuth error {code}" if code else "an unrecognised OAuth error")
             if isinstance(error, str)
@@ -218,6 +227,18 @@ class ClientCredentials:
             f"token endpoint answered HTTP {status} "
             + (f"({said})" if said else f"with {self._describe_body(response, 'no error')}"),
             status=status,
+        )
+
+    def _invalid_client(self, status: int, code: str, description: object) -> InvalidClientError:
+        """A 400 or 401 naming the OAuth error ``code``."""
+        text = self._shown(description) if isinstance(description, str) else None
+        said = self._said("error_description", description)
+        return InvalidClientError(
+            f"token endpoint refused client {self.client_id!r}: HTTP {status} {code}"
+            + (f" ({text or said})" if said else ""),
+            status=status,
+            error=code,
+            error_description=text,
         )
 
     def _said(self, name: str, text: object) -> str | None:
