@@ -339,15 +339,7 @@ class TokenCache:
         jitter: Callable[[], float] = random.random,
         clock: Clock = time.monotonic,
     ) -> None:
-        if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 1:
-            raise ValueError(f"maxsize must be a whole number of at least 1, got {maxsize!r}")
-        if not (leeway >= 0 and 0 < default_lifetime < math.inf and min_evict_interval >= 0):
-            raise ValueError(
-                "leeway and min_evict_interval must be >= 0 and default_lifetime a finite "
-                "number of seconds above 0"
-            )
-        if not 0 < refresh_window <= 1:
-            raise ValueError("refresh_window must be above 0 and at most 1")
+        _check_settings(maxsize, leeway, default_lifetime, min_evict_interval, refresh_window)
         self.maxsize = maxsize
         self.leeway = leeway
         self.default_lifetime = default_lifetime
@@ -713,13 +705,7 @@ class TokenCache:
                     outcome.rejected = current.rejected_order  # requested before that 401
             else:
                 outcome = result
-        try:
-            if isinstance(outcome, Lease):
-                flight.future.set_result(outcome)
-            else:
-                flight.future.set_exception(outcome)
-        except InvalidStateError:
-            pass  # abandoned at its deadline: its waiters have their error
+        _resolve(flight, outcome)
         if warning is not None:
             log.warning(
                 "renewing the token for client %r failed (%s); using the current token, which "
@@ -812,9 +798,42 @@ _SETTINGS = (
 )
 
 
+def _check_settings(
+    maxsize: int,
+    leeway: float,
+    default_lifetime: float,
+    min_evict_interval: float,
+    refresh_window: float,
+) -> None:
+    """Refuse a :class:`TokenCache` setting out of its range, naming it.
+
+    :raises ValueError: for the first one out of range.
+    """
+    if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 1:
+        raise ValueError(f"maxsize must be a whole number of at least 1, got {maxsize!r}")
+    if not (leeway >= 0 and 0 < default_lifetime < math.inf and min_evict_interval >= 0):
+        raise ValueError(
+            "leeway and min_evict_interval must be >= 0 and default_lifetime a finite "
+            "number of seconds above 0"
+        )
+    if not 0 < refresh_window <= 1:
+        raise ValueError("refresh_window must be above 0 and at most 1")
+
+
 def _rebuilt(cls: type[TokenCache], settings: dict[str, Any]) -> TokenCache:
     """A new, empty cache with ``settings`` (how a pickled cache comes back)."""
     return cls(**settings)
+
+
+def _resolve(flight: _Flight, outcome: Lease | BaseException) -> None:
+    """Give ``flight``'s waiters ``outcome``, unless they have had their error already."""
+    try:
+        if isinstance(outcome, Lease):
+            flight.future.set_result(outcome)
+        else:
+            flight.future.set_exception(outcome)
+    except InvalidStateError:
+        pass  # abandoned at its deadline: its waiters have their error
 
 
 def _taken(step: Lease | TokenRequestError) -> Lease:

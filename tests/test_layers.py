@@ -62,3 +62,20 @@ def test_the_urllib3_adapter_needs_no_requests(module: str) -> None:
     packages, ours = imports(module)
     assert "requests" not in packages
     assert ours.isdisjoint({"auth", "token_session", "env", "cli"})
+
+
+#: The longest function each layer may have, in lines (docstring included).
+LIMITS = {"core": 39, "driver": 60}
+DRIVERS = {"auth", "urllib3", "responses", "failures", "token_session"}
+
+
+@pytest.mark.parametrize("module", sorted(CORE | DRIVERS))
+def test_every_function_is_short(module: str) -> None:
+    limit = LIMITS["core" if module in CORE else "driver"]
+    tree = ast.parse((PACKAGE / f"{module}.py").read_text(encoding="utf-8"))
+    lengths = {
+        node.name: node.end_lineno - node.lineno + 1
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno
+    }
+    assert {name: n for name, n in lengths.items() if n > limit} == {}
