@@ -29,7 +29,7 @@ from .policy import (
     Timeout,
 )
 from .replay import Answer, drive, read_at_most, replay, rewinder, stay
-from .responses import Answered401, answer
+from .responses import Answered401
 from .retry import RetryPolicy
 from .token_session import token_session
 
@@ -69,8 +69,9 @@ class PiggyAuth(AuthPolicy, requests.auth.AuthBase):
         """
         if r.request.headers.get("Authorization") != lease.authorization:
             return r
+        answer = Answer(r.status_code, r.headers.get("WWW-Authenticate"))
         exchange = _Exchange(self, r, kwargs)
-        drive(replay(self, lease, answer(r.raw), rewind, r.request.method, r.url), exchange)
+        drive(replay(self, lease, answer, rewind, r.request.method, r.url), exchange)
         return exchange.result()
 
 
