@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+import requests
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
@@ -24,6 +25,7 @@ from requests_piggy_auth import (
 from requests_piggy_auth.failures import describe_failure
 from requests_piggy_auth.httpx import HttpxAuth
 from requests_piggy_auth.testing import Delay, FakePiggy
+from requests_piggy_auth.urllib3 import AuthorizedHttp
 
 from .conftest import API, MakeAuth, invalid_token
 
@@ -353,3 +355,34 @@ def test_an_oversized_token_response_is_read_no_further_than_needed(
     auth = make_auth(cache=TokenCache(), retry=RetryPolicy(total=0))
     with pytest.raises(TokenRequestError, match="a body over 1048576 bytes; stopped reading it"):
         get(auth, piggy.url + API, mode)
+
+
+def test_tasks_threads_requests_and_urllib3_cold_share_one_token_request(
+    piggy: FakePiggy, auth: ClientCredentialsAuth
+) -> None:
+    hold = piggy.hold()
+
+    async def tasks() -> list[int]:
+        async with httpx.AsyncClient(auth=HttpxAuth(auth), timeout=60) as client:
+            calls = [asyncio.create_task(client.get(piggy.url + API)) for _ in range(50)]
+            await asyncio.to_thread(hold.release_on_arrival)
+            return [(await call).status_code for call in calls]
+
+    def with_requests() -> int:
+        return requests.get(piggy.url + API, auth=auth, timeout=30).status_code
+
+    def with_urllib3() -> int:
+        with AuthorizedHttp(auth) as http:
+            return http.request("GET", piggy.url + API).status
+
+    def with_httpx() -> int:
+        with httpx.Client(auth=HttpxAuth(auth)) as client:
+            return client.get(piggy.url + API).status_code
+
+    with ThreadPoolExecutor(10) as pool:
+        threads = [pool.submit(with_requests) for _ in range(8)]
+        threads += [pool.submit(with_urllib3), pool.submit(with_httpx)]
+        statuses = asyncio.run(tasks()) + [thread.result(30) for thread in threads]
+
+    assert statuses == [200] * 60
+    assert piggy.stats().token_requests == 1
