@@ -14,6 +14,8 @@ TESTING = ["pytest-httpserver>=1.0.8", "werkzeug>=2.3"]
 DEMO = [*TESTING, "rich>=13"]
 # RedisTokenStore: one token per client for a fleet of processes.
 REDIS = ["redis>=4.5"]
+# HttpxAuth: the same auth objects and token cache for httpx.Client and httpx.AsyncClient.
+HTTPX = ["httpx>=0.24"]
 # `python -m benchmarks`: the libraries we measure ourselves against.
 BENCH = [*TESTING, "authlib>=1.3", "requests-oauthlib>=1.3", "requests-auth>=7"]
 # The documentation site: Sphinx with furo and MyST Markdown; autodoc imports every module.
@@ -21,6 +23,7 @@ DOCS = [*TESTING, *REDIS, "sphinx>=7.2", "furo>=2024.1", "myst-parser>=2"]
 TEST = [
     *DEMO,
     *REDIS,
+    *HTTPX,
     *BENCH,
     "pytest>=7.4",
     "pytest-cov>=4.1",
@@ -52,6 +55,7 @@ setup(
         "testing": TESTING,
         "demo": DEMO,
         "redis": REDIS,
+        "httpx": HTTPX,
         "bench": BENCH,
         "test": TEST,
         "docs": DOCS,

@@ -1,10 +1,12 @@
 """How a token request that got no answer is told: from exception types, never their text.
 
-The drivers (requests, urllib3) turn their libraries' exceptions into a
+The drivers (requests, urllib3, httpx) turn their libraries' exceptions into a
 :class:`~requests_piggy_auth.errors.TokenRequestError` here.
 """
 
 from __future__ import annotations
+
+import sys
 
 import urllib3.exceptions
 
@@ -29,11 +31,20 @@ def describe_failure(exc: BaseException) -> str:
     """
     chain = _chain(exc)
     names = ": ".join(dict.fromkeys(type(link).__name__ for link in chain))
-    if any(_timed_out(link) for link in chain):
+    timeouts, connection = _httpx_types()
+    if any(_timed_out(link) or isinstance(link, timeouts) for link in chain):
         return f"timed out ({names})"
-    if any(isinstance(link, _CONNECTION) for link in chain):
+    if any(isinstance(link, (*_CONNECTION, *connection)) for link in chain):
         return f"failed: connection error ({names})"
     return f"failed ({names})"
+
+
+def _httpx_types() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """httpx's timeout and connection error types, if httpx is imported (never importing it)."""
+    httpx = sys.modules.get("httpx")
+    if httpx is None:
+        return (), ()
+    return (httpx.TimeoutException,), (httpx.NetworkError, httpx.RemoteProtocolError)
 
 
 def _timed_out(exc: BaseException) -> bool:

@@ -31,6 +31,7 @@ DOCS = ROOT / "docs"
 PUBLIC_MODULES = [
     "requests_piggy_auth",
     "requests_piggy_auth.urllib3",
+    "requests_piggy_auth.httpx",
     "requests_piggy_auth.stores",
     "requests_piggy_auth.testing",
 ]
