@@ -47,6 +47,16 @@ from typing import Any, Protocol
 from cachetools import LRUCache
 
 from .errors import TokenRequestError
+from .events import (
+    CooldownStarted,
+    Event,
+    FetchFailed,
+    How,
+    Listener,
+    TokenEvicted,
+    TokenFetched,
+    dispatch,
+)
 from .oauth import Token
 
 #: ``(token_url, client_id, secret fingerprint)``: different credentials never share a
@@ -253,6 +263,15 @@ class _Flight:
     replacing: str | None = None
     fresher_than: float | None = None
     rejected: tuple[str, ...] = ()
+    #: When it started, on the cache's clock.
+    started: float = 0.0
+
+    @property
+    def how(self) -> How:
+        """Why its token is requested, as events tell it."""
+        if self.replacing is not None:
+            return "refresh_ahead"
+        return "rejected" if self.renewal else "cold"
 
 
 @dataclass(eq=False)
@@ -268,6 +287,8 @@ class _Record:
     rejected: tuple[str, ...] = ()
     #: A 401 evicted the key's token and no token has come since.
     renewing: bool = False
+    #: The last fetch's outcome (``"success"`` or ``"error"``) and duration.
+    last: tuple[str, float] | None = None
 
 
 class _Records(LRUCache[CacheKey, _Record]):
@@ -356,6 +377,7 @@ class TokenCache:
         self._hits = self._records.tokens
         self._orders = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._listeners: tuple[Listener, ...] = ()
         _register_for_fork(self)
 
     def __repr__(self) -> str:
@@ -457,7 +479,40 @@ class TokenCache:
         """
         return self.lease(key, fetch, timeout=timeout).access_token
 
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener`` with each :mod:`~requests_piggy_auth.events` event, outside
+        every lock, after the waiters of the fetch it tells of have their outcome."""
+        with self._lock:
+            self._listeners = (*self._listeners, listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        """Stop calling ``listener`` (one registration of it; none: nothing)."""
+        with self._lock:
+            listeners = list(self._listeners)
+            if listener in listeners:
+                listeners.remove(listener)
+            self._listeners = tuple(listeners)
+
+    def status(self) -> list[dict[str, Any]]:
+        """Each client's state as plain data for a health endpoint: no token, no secret.
+
+        Times are seconds from now on the cache's clock (``None``: not applicable).
+        """
+        now = self.clock()
+        with self._lock:
+            rows = [(key, record, self._hits.get(key)) for key, record in self._records.items()]
+        return [_status(key, record, entry, now) for key, record, entry in rows]
+
     def reject(self, key: CacheKey, lease: Lease) -> bool:
+        """Record that the server answered 401 to a request that carried ``lease``, and
+        tell listeners when it evicted the token (see :meth:`_reject`)."""
+        first = not lease.rejected
+        renewable = self._reject(key, lease)
+        if self._listeners and first and lease.rejected:
+            dispatch(self._listeners, [TokenEvicted(key[1])])
+        return renewable
+
+    def _reject(self, key: CacheKey, lease: Lease) -> bool:
         """Record that the server answered 401 to a request that carried ``lease``.
 
         The first 401 for a token evicts it, along with any other token cached
@@ -544,7 +599,7 @@ class TokenCache:
             ):
                 return entry.lease, None
             # The first hit past the refresh point: refresh in the background, keep the token.
-            record.flight = self._flight(deadline, replacing=entry.lease.access_token)
+            record.flight = self._flight(deadline, now, replacing=entry.lease.access_token)
             return entry.lease, record.flight
         if cooling:
             assert record.failures is not None
@@ -556,13 +611,13 @@ class TokenCache:
         renewal = renewal or record.renewing
         fresher_than = record.rejected_at if renewal else None
         record.flight = self._flight(
-            deadline, renewal=renewal, fresher_than=fresher_than, rejected=record.rejected
+            deadline, now, renewal=renewal, fresher_than=fresher_than, rejected=record.rejected
         )
         record.rejected = ()
         return record.flight, record.flight
 
-    def _flight(self, deadline: float, **task: Any) -> _Flight:
-        return _Flight(Future(), next(self._orders), deadline, **task)
+    def _flight(self, deadline: float, started: float, **task: Any) -> _Flight:
+        return _Flight(Future(), next(self._orders), deadline, started=started, **task)
 
     def _start(self, key: CacheKey, flight: _Flight, fetch: Callable[[], Token]) -> None:
         """Run ``flight``'s fetch in a thread of its own.
@@ -609,7 +664,9 @@ class TokenCache:
             result = exc
         finally:
             _workers.discard(threading.current_thread())
-        self._complete(key, flight, result)
+        events = self._complete(key, flight, result)
+        if events:
+            dispatch(self._listeners, events)
 
     def _wait(self, key: CacheKey, flight: _Flight, deadline: float) -> Lease:
         """``flight``'s lease, waiting no later than ``deadline`` or the flight's own."""
@@ -659,7 +716,9 @@ class TokenCache:
             raise
         except BaseException as exc:  # every outcome reaches the waiters
             result = exc
-        self._complete(key, flight, result)
+        events = self._complete(key, flight, result)
+        if events:
+            dispatch(self._listeners, events)
 
     async def _await(self, key: CacheKey, flight: _Flight, deadline: float) -> Lease:
         """:meth:`_wait` for asyncio: the flight's future awaited, never cancelled for others."""
@@ -679,13 +738,14 @@ class TokenCache:
 
     def _complete(
         self, key: CacheKey, flight: _Flight, result: _Entry | BaseException, *, cools: bool = True
-    ) -> None:
+    ) -> list[Event]:
         """End ``flight``: cache its token or start a cool-down, then resolve its waiters.
 
         A flight that is no longer its key's (abandoned, superseded, cleared)
         changes nothing here, but its waiters still get its outcome. The clock
         and the cool-down are asked outside the lock. ``cools``: a failure
-        starts a cool-down (not one that says nothing of the endpoint).
+        starts a cool-down (not one that says nothing of the endpoint). Returns the
+        events for listeners, for the fetching thread to dispatch (none without listeners).
         """
         now = self.clock()
         with self._lock:
@@ -693,11 +753,11 @@ class TokenCache:
             failures = None if record is None else record.failures
         count = 1 if failures is None else failures.count + 1
         pause = self.cooldown.pause(count) if cools and isinstance(result, Exception) else None
-        warning = None
+        warning, settled = None, False
         with self._lock:
             current = self._records.get(key)
             if record is not None and record is current and record.flight is flight:
-                record.flight = None
+                record.flight, settled, record.last = None, True, _last(result, now, flight)
                 outcome, warning = self._settle(key, record, result, now, count, pause)
             elif isinstance(result, _Entry):
                 outcome = result.lease
@@ -713,6 +773,8 @@ class TokenCache:
                 key[1],
                 *warning,
             )
+        pause = pause if settled else None
+        return _events(key[1], flight, result, now, pause, count) if self._listeners else []
 
     def _settle(
         self,
@@ -834,6 +896,50 @@ def _resolve(flight: _Flight, outcome: Lease | BaseException) -> None:
             flight.future.set_exception(outcome)
     except InvalidStateError:
         pass  # abandoned at its deadline: its waiters have their error
+
+
+def _events(
+    client_id: str,
+    flight: _Flight,
+    result: _Entry | BaseException,
+    now: float,
+    pause: float | None,
+    count: int,
+) -> list[Event]:
+    """What listeners hear of a flight's end: its token or failure, and a cool-down."""
+    duration = now - flight.started
+    if isinstance(result, _Entry):
+        return [TokenFetched(client_id, flight.how, duration, result.expires_at - now)]
+    status = result.status if isinstance(result, TokenRequestError) else None
+    events: list[Event] = [
+        FetchFailed(client_id, flight.how, duration, type(result).__name__, status)
+    ]
+    if pause is not None:  # only an Exception cools a key down
+        events.append(CooldownStarted(client_id, pause, count))
+    return events
+
+
+def _last(result: _Entry | BaseException, now: float, flight: _Flight) -> tuple[str, float]:
+    """A flight's outcome and duration, for :meth:`TokenCache.status`."""
+    return ("success" if isinstance(result, _Entry) else "error", now - flight.started)
+
+
+def _status(key: CacheKey, record: _Record, entry: _Entry | None, now: float) -> dict[str, Any]:
+    """One client's row of :meth:`TokenCache.status`."""
+    failures = record.failures
+    cooling = failures is not None and now < failures.until
+    return {
+        "client_id": key[1],
+        "token_url": key[0],
+        "token_cached": entry is not None and now < entry.expires_at,
+        "stale_in": None if entry is None else entry.refresh_at - now,
+        "expires_in": None if entry is None else entry.expires_at - now,
+        "last_fetch": None
+        if record.last is None
+        else {"outcome": record.last[0], "duration": record.last[1]},
+        "failures_in_a_row": 0 if failures is None else failures.count,
+        "cooling_down_for": failures.until - now if cooling and failures else None,
+    }
 
 
 def _taken(step: Lease | TokenRequestError) -> Lease:

@@ -19,6 +19,7 @@ CORE = {
     "cache",
     "challenges",
     "errors",
+    "events",
     "oauth",
     "origins",
     "policy",

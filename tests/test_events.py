@@ -1,0 +1,194 @@
+"""Events from the cache, its listeners and its status view."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from requests_piggy_auth import CoolDown, TokenCache, TokenRequestError
+from requests_piggy_auth.events import (
+    CooldownStarted,
+    Event,
+    FetchFailed,
+    TokenEvicted,
+    TokenFetched,
+)
+from requests_piggy_auth.oauth import Token
+from requests_piggy_auth.testing import FakeClock, FakePiggy
+
+from .conftest import API, CLIENT_ID, CLIENT_SECRET, MakeAuth
+
+KEY = ("https://api.piggy.eu/oauth/token", "client")
+
+
+class Heard(list[Event]):
+    """A listener that keeps what it hears; :meth:`wait` for the fetching threads to tell."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._each = threading.Semaphore(0)
+
+    def __call__(self, event: Event) -> None:
+        self.append(event)
+        self._each.release()
+
+    def wait(self, count: int) -> None:
+        for _ in range(count):
+            assert self._each.acquire(timeout=30)
+
+
+def test_a_cold_storm_and_a_revocation_tell_what_the_server_saw(
+    piggy: FakePiggy, make_auth: MakeAuth, cache: TokenCache
+) -> None:
+    events = Heard()
+    cache.add_listener(events)
+    session = requests.Session()
+    session.auth = make_auth()
+    barrier = threading.Barrier(8)
+
+    def call() -> int:
+        barrier.wait(30)
+        return session.get(piggy.url + API).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(lambda _: call(), range(8))) == [200] * 8
+    piggy.revoke_all()
+    assert session.get(piggy.url + API).status_code == 200
+    events.wait(3)
+
+    fetched = [e for e in events if isinstance(e, TokenFetched)]
+    assert len(fetched) == piggy.stats().token_requests == 2
+    assert [e.how for e in fetched] == ["cold", "rejected"]
+    assert [e for e in events if isinstance(e, TokenEvicted)] == [TokenEvicted(CLIENT_ID)]
+    status = json.dumps(cache.status())
+    assert json.loads(status)[0]["token_cached"] is True
+    for secret in [CLIENT_SECRET, *piggy.tokens()]:
+        assert all(secret not in repr(e) for e in events)
+        assert secret not in status
+
+
+def test_an_outage_tells_each_failure_and_cool_down(clock: FakeClock) -> None:
+    cache = TokenCache(clock=clock, cooldown=CoolDown(first=5, jitter=0))
+    events = Heard()
+    cache.add_listener(events)
+
+    def failing() -> Token:
+        clock.advance(2)
+        raise TokenRequestError("down", status=503)
+
+    with pytest.raises(TokenRequestError):
+        cache.get(KEY, failing)
+    with pytest.raises(TokenRequestError):  # cooling down: no request, no event
+        cache.get(KEY, failing)
+    events.wait(2)
+    assert events == [
+        FetchFailed("client", "cold", 2.0, "TokenRequestError", 503),
+        CooldownStarted("client", 5.0, 1),
+    ]
+    [row] = cache.status()
+    assert row["failures_in_a_row"] == 1
+    assert row["cooling_down_for"] == 5.0
+    assert row["last_fetch"] == {"outcome": "error", "duration": 2.0}
+    assert row["token_cached"] is False
+    assert row["expires_in"] is None
+    clock.advance(5)
+    assert cache.get(KEY, lambda: Token("t", expires_in=100)) == "t"
+    events.wait(1)
+    assert events[-1] == TokenFetched("client", "cold", 0.0, 100.0)
+    assert cache.status()[0]["cooling_down_for"] is None
+
+
+def test_a_refresh_ahead_is_told_as_one(clock: FakeClock) -> None:
+    cache = TokenCache(clock=clock, jitter=lambda: 0.0)
+    events = Heard()
+    cache.add_listener(events)
+    cache.get(KEY, lambda: Token("one", expires_in=100))
+    events.wait(1)
+    clock.advance(60)  # past the refresh point
+    assert cache.get(KEY, lambda: Token("two", expires_in=100)) == "one"
+    events.wait(1)
+    assert [e.how for e in events if isinstance(e, TokenFetched)] == ["cold", "refresh_ahead"]
+
+
+def test_a_listener_that_raises_is_logged_once_and_never_fails_a_caller(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = TokenCache(clock=clock, refresh_ahead=False)
+    heard = Heard()
+
+    def broken(event: Event) -> None:
+        raise RuntimeError("listener bug")
+
+    cache.add_listener(broken)
+    cache.add_listener(heard)
+    with caplog.at_level(logging.DEBUG, "requests_piggy_auth"):
+        for n in range(3):
+            assert cache.get(KEY, functools.partial(Token, f"t{n}")) == f"t{n}"
+            heard.wait(1)  # the fetching thread told it
+            clock.advance(300)
+    assert len(heard) == 3  # the next listener still hears every event
+    assert [r.getMessage() for r in caplog.records if "listener" in r.getMessage()] == [
+        f"a token cache listener {broken!r} raised RuntimeError"
+    ]
+    cache.remove_listener(broken)
+    cache.remove_listener(broken)  # twice: nothing more
+    assert len(cache._listeners) == 1
+
+
+def test_a_listener_that_blocks_never_wedges_a_caller(clock: FakeClock) -> None:
+    cache = TokenCache(clock=clock)
+    entered, release = threading.Event(), threading.Event()
+
+    def blocking(event: Event) -> None:
+        entered.set()
+        release.wait(30)
+
+    cache.add_listener(blocking)
+    # The caller has its token while the listener still blocks the fetching thread.
+    assert cache.get(KEY, lambda: Token("one")) == "one"
+    assert entered.wait(30)
+    assert cache.get(KEY, lambda: Token("two")) == "one"  # a hit, with the lock free
+    release.set()
+
+
+def test_no_listener_no_events(clock: FakeClock) -> None:
+    cache = TokenCache(clock=clock)
+    assert cache.status() == []
+    lease = cache.lease(KEY, lambda: Token("one"))
+    assert cache.reject(KEY, lease)
+    assert cache.status()[0]["last_fetch"]["outcome"] == "success"
+
+
+def test_an_async_fetch_tells_its_listeners(clock: FakeClock) -> None:
+    cache = TokenCache(clock=clock)
+    events = Heard()
+    cache.add_listener(events)
+
+    async def fetch() -> Token:
+        return Token("one", expires_in=100)
+
+    assert asyncio.run(cache.alease(KEY, fetch)).access_token == "one"
+    events.wait(1)
+    assert events == [TokenFetched("client", "cold", 0.0, 100.0)]
+
+
+def test_a_failure_of_a_cleared_flight_starts_no_cool_down(clock: FakeClock) -> None:
+    cache = TokenCache(clock=clock)
+    events = Heard()
+    cache.add_listener(events)
+
+    def cleared_then_failed() -> Token:
+        cache.clear()
+        raise TokenRequestError("down")
+
+    with pytest.raises(TokenRequestError):
+        cache.get(KEY, cleared_then_failed)
+    events.wait(1)
+    assert events == [FetchFailed("client", "cold", 0.0, "TokenRequestError", None)]
