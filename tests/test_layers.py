@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "requests_piggy_auth"
-CORE = {"_version", "cache", "challenges", "errors", "oauth", "origins", "retry"}
+CORE = {"_version", "cache", "challenges", "errors", "oauth", "origins", "refresh", "retry"}
 HTTP_LIBRARIES = {"requests", "urllib3", "httpx"}
 ALLOWED = {"errors": {"requests"}}
 
