@@ -21,6 +21,7 @@ from .errors import (
     TokenRequestError,
     TokenResponseError,
 )
+from .refresh import RefreshMargin
 from .retry import RetryPolicy
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "PersonalAccessTokenAuth",
     "PiggyAuth",
     "PiggyAuthError",
+    "RefreshMargin",
     "RetryPolicy",
     "TokenCache",
     "TokenExpiredError",

@@ -18,7 +18,9 @@ A :class:`TokenStore` (such as :class:`requests_piggy_auth.stores.RedisTokenStor
 adds a second tier shared by processes: a local miss asks the store, and the
 store makes one fetch for the whole fleet.
 
-Refresh-ahead: a token's first hit in the last part of its lifetime starts one
+Refresh-ahead: a token's first hit once the time left before it goes stale
+falls to its key's margin (measured from how long the key's token requests
+take, see :class:`~requests_piggy_auth.refresh.RefreshMargin`) starts one
 background refresh for its key while every caller keeps the current token, so
 no caller waits for a token request as long as tokens are renewed in time.
 
@@ -58,6 +60,7 @@ from .events import (
     dispatch,
 )
 from .oauth import Token
+from .refresh import MAX_LEEWAY_SHARE, RefreshMargin
 
 #: ``(token_url, client_id, secret fingerprint)``: different credentials never share a
 #: token or a cool-down. ``key[1]`` is the client id.
@@ -118,9 +121,24 @@ class Lease:
     401 (``PiggyAuth.rejected``).
     """
 
-    __slots__ = ("accepted", "access_token", "authorization", "order", "rejected", "renewal")
+    __slots__ = (
+        "accepted",
+        "access_token",
+        "authorization",
+        "expires_at",
+        "order",
+        "rejected",
+        "renewal",
+    )
 
-    def __init__(self, access_token: str, order: int = 0, *, renewal: bool = False) -> None:
+    def __init__(
+        self,
+        access_token: str,
+        order: int = 0,
+        *,
+        renewal: bool = False,
+        expires_at: float = math.inf,
+    ) -> None:
         self.access_token = access_token
         #: The ``Authorization`` header value.
         self.authorization = f"Bearer {access_token}"
@@ -128,6 +146,8 @@ class Lease:
         self.order = order
         #: Whether its token was requested to replace one the server rejected.
         self.renewal = renewal
+        #: When its token expires, on the cache's clock (infinity: not known to expire).
+        self.expires_at = expires_at
         #: Whether the server has accepted the token at least once.
         self.accepted = False
         #: When the first 401 for the token was recorded, in the cache's order (0: never).
@@ -289,6 +309,8 @@ class _Record:
     renewing: bool = False
     #: The last fetch's outcome (``"success"`` or ``"error"``) and duration.
     last: tuple[str, float] | None = None
+    #: How long the key's recent token requests took, oldest first.
+    durations: tuple[float, ...] = ()
 
 
 class _Records(LRUCache[CacheKey, _Record]):
@@ -321,7 +343,7 @@ class TokenCache:
 
     :param maxsize: how many clients to keep (least recently used go first), at least 1.
     :param leeway: renew a token this many seconds before it expires; clamped
-        to half the token's lifetime so short-lived tokens stay usable.
+        to a tenth of the token's lifetime so short-lived tokens stay usable.
     :param default_lifetime: the lifetime assumed when the server sends no
         ``expires_in``; a 401 renews the token earlier if needed.
     :param min_evict_interval: a token fetched to replace a rejected one that
@@ -334,11 +356,13 @@ class TokenCache:
     :param cooldown: how long a key's callers fail fast after a failed fetch.
     :param refresh_ahead: renew a token in the background before it goes
         stale, while callers keep using it (``False``: only when it is stale).
-    :param refresh_window: the refresh window, as the last fraction of a
-        token's usable lifetime (from its request to ``leeway`` before expiry),
-        above 0 and at most 1. A token's first hit at its refresh point, drawn
-        in the window's first half, starts one background refresh.
-    :param jitter: where in the window's first half each refresh point lies,
+    :param refresh_margin: how long before a token goes stale its refresh
+        starts: measured from how long the key's token requests take. A
+        token's first hit at its refresh point starts one background refresh.
+    :param refresh_window: the earliest a refresh may start, as the last
+        fraction of a token's usable lifetime (from its request to ``leeway``
+        before expiry), above 0 and at most 1: the margin never reaches further.
+    :param jitter: where in its margin's random part each refresh point lies,
         from 0.0 to 1.0, drawn per token and process so a fleet spreads out.
     :param clock: a monotonic clock in seconds; tests inject their own.
     :raises ValueError: for a ``maxsize`` that is not a whole number of at
@@ -356,6 +380,7 @@ class TokenCache:
         store: TokenStore | None = None,
         cooldown: CoolDown = CoolDown(),
         refresh_ahead: bool = True,
+        refresh_margin: RefreshMargin = RefreshMargin(),
         refresh_window: float = 0.5,
         jitter: Callable[[], float] = random.random,
         clock: Clock = time.monotonic,
@@ -368,6 +393,7 @@ class TokenCache:
         self.store = store
         self.cooldown = cooldown
         self.refresh_ahead = refresh_ahead
+        self.refresh_margin = refresh_margin
         self.refresh_window = refresh_window
         self.jitter = jitter
         self.clock = clock
@@ -412,7 +438,7 @@ class TokenCache:
         own; every caller gets its token or its exception. A failure is never
         cached, but it starts a cool-down (see :class:`CoolDown`) during which
         callers get a token that has not yet expired, if one is cached, or
-        else fail fast. A hit in the refresh window starts ``fetch`` in the
+        else fail fast. A hit past its refresh point starts ``fetch`` in the
         background, once (see ``refresh_ahead``), and returns the current token.
 
         :param timeout: how many seconds this call may take in all, waiting
@@ -656,10 +682,10 @@ class TokenCache:
         result: _Entry | BaseException
         try:
             if self.store is None:
-                cached = self._fetched(fetch)
+                cached = self._fetched(key, fetch)
             else:
                 cached = self._through_store(key, flight, fetch)
-            result = self._entry(cached, flight)
+            result = self._entry(key, cached, flight)
         except BaseException as exc:  # every outcome reaches the waiters
             result = exc
         finally:
@@ -700,7 +726,7 @@ class TokenCache:
         try:
             if self.store is None:
                 sent_at = self.clock()
-                cached = self._timed(await fetch(), sent_at)
+                cached = self._timed(key, await fetch(), sent_at)
             else:
                 loop = asyncio.get_running_loop()
 
@@ -710,7 +736,7 @@ class TokenCache:
                 cached = await asyncio.to_thread(
                     self._through_store, key, flight, fetch_on_the_loop
                 )
-            result = self._entry(cached, flight)
+            result = self._entry(key, cached, flight)
         except asyncio.CancelledError:  # its loop ends: the others are told so, in our terms
             self._complete(key, flight, _cancelled(key), cools=False)
             raise
@@ -809,7 +835,7 @@ class TokenCache:
         now = self.clock()  # the store's waits take half the time left, its fetch the rest
         return self.store.get(
             key,
-            functools.partial(self._fetched, fetch),
+            functools.partial(self._fetched, key, fetch),
             self.clock,
             replacing=flight.replacing,
             rejected=flight.rejected,
@@ -817,27 +843,43 @@ class TokenCache:
             deadline=now + (flight.deadline - now) / 2,
         )
 
-    def _fetched(self, fetch: Callable[[], Token]) -> CachedToken:
+    def _fetched(self, key: CacheKey, fetch: Callable[[], Token]) -> CachedToken:
         sent_at = self.clock()
-        return self._timed(fetch(), sent_at)
+        return self._timed(key, fetch(), sent_at)
 
-    def _timed(self, token: Token, sent_at: float) -> CachedToken:
-        """``token`` with its times, its lifetime counted from ``sent_at``."""
+    def _timed(self, key: CacheKey, token: Token, sent_at: float) -> CachedToken:
+        """``token`` with its times, its lifetime counted from ``sent_at``; how long its
+        request took is noted for ``key``'s refresh margin."""
+        now = self.clock()
+        with self._lock:
+            record = self._records.get(key)
+            if record is not None:
+                samples = (*record.durations, now - sent_at)
+                record.durations = samples[-self.refresh_margin.samples :]
         lifetime = token.expires_in or self.default_lifetime
         expires_at = sent_at + lifetime
-        return CachedToken(
-            token.access_token, sent_at, expires_at - min(self.leeway, lifetime / 2), expires_at
-        )
+        leeway = min(self.leeway, lifetime * MAX_LEEWAY_SHARE)
+        return CachedToken(token.access_token, sent_at, expires_at - leeway, expires_at)
 
-    def _entry(self, cached: CachedToken, flight: _Flight) -> _Entry:
-        """``cached`` with its refresh point in this process, drawn in the window's first half."""
+    def _entry(self, key: CacheKey, cached: CachedToken, flight: _Flight) -> _Entry:
+        """``cached`` with its refresh point in this process: its key's margin before it
+        goes stale, no earlier than the refresh window allows."""
         refresh_at = cached.stale_at
         if self.refresh_ahead:
-            window = (cached.stale_at - cached.fetched_at) * self.refresh_window
+            with self._lock:
+                record = self._records.get(key)
+            durations = () if record is None else record.durations
             spread = self.jitter()
-            spread = spread if 0 <= spread <= 1 else 0.0  # NaN and strays: the window's start
-            refresh_at -= window - spread * window / 2
-        lease = Lease(cached.access_token, flight.order, renewal=flight.renewal)
+            spread = spread if 0 <= spread <= 1 else 0.0  # NaN and strays: no random part
+            usable = cached.stale_at - cached.fetched_at
+            margin = self.refresh_margin.margin(durations, usable, spread)
+            refresh_at -= min(margin, usable * self.refresh_window)
+        lease = Lease(
+            cached.access_token,
+            flight.order,
+            renewal=flight.renewal,
+            expires_at=cached.expires_at,
+        )
         return _Entry(lease, cached.stale_at, cached.expires_at, refresh_at)
 
     def _after_fork_in_child(self) -> None:
@@ -854,6 +896,7 @@ _SETTINGS = (
     "store",
     "cooldown",
     "refresh_ahead",
+    "refresh_margin",
     "refresh_window",
     "jitter",
     "clock",

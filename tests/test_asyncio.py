@@ -216,18 +216,20 @@ def test_a_personal_access_token_is_leased_without_a_request(piggy: FakePiggy) -
     assert piggy.stats().token_requests == 0
 
 
-def test_an_async_hit_in_the_refresh_window_refreshes_in_a_task_and_keeps_the_token(
+def test_an_async_hit_past_the_refresh_point_refreshes_in_a_task_and_keeps_the_token(
     piggy: FakePiggy, make_auth: MakeAuth, clock: FakeClock
 ) -> None:
-    piggy.token_lifetime = 20  # the leeway becomes 10 s: the window starts at 5 s, stale at 10
+    # The leeway becomes 2 s, a tenth of the lifetime, and the margin its floor, a tenth
+    # of the usable 18 s: the refresh point is at 16.2 s, stale at 18.
+    piggy.token_lifetime = 20
     auth = make_auth(cache=TokenCache(clock=clock, jitter=lambda: 0.0))
 
     async def refreshing() -> list[str]:
         first = await auth.alease(send)
         hold = piggy.hold()
-        clock.advance(5)
+        clock.advance(16.2)
         kept = await auth.alease(send)  # starts the refresh, a task on this loop
-        clock.advance(5)  # stale: this one waits for that refresh, held at the server
+        clock.advance(1.8)  # stale: this one waits for that refresh, held at the server
         renewed, _ = await asyncio.gather(
             auth.alease(send), asyncio.to_thread(hold.release_on_arrival)
         )

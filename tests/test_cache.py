@@ -11,13 +11,13 @@ from typing import Any, TypeVar
 
 import pytest
 
-from requests_piggy_auth import CoolDown, Lease, TokenCache, TokenRequestError
+from requests_piggy_auth import CoolDown, Lease, RefreshMargin, TokenCache, TokenRequestError
 from requests_piggy_auth import cache as cache_module
 from requests_piggy_auth.cache import FETCH_THREAD
 from requests_piggy_auth.oauth import Token
 from requests_piggy_auth.testing import FakeClock
 
-from .test_refresh_ahead import refreshed
+from .test_refresh_ahead import REFRESH_POINT, refreshed
 
 KEY = ("https://api.piggy.eu/oauth/token", "client")
 T = TypeVar("T")
@@ -37,10 +37,10 @@ def test_lifetime_counts_from_when_the_request_was_sent(clock: FakeClock) -> Non
 
     def slow_fetch() -> Token:
         clock.advance(50)  # the token endpoint took 50 s to answer
-        return Token("one", expires_in=100)
+        return Token("one", expires_in=1000)
 
     cache.get(KEY, slow_fetch)
-    clock.advance(100 - 50 - 30 - 0.001)
+    clock.advance(1000 - 50 - 30 - 0.001)
     assert cache.get(KEY, lambda: Token("two")) == "one"
     clock.advance(0.001)
     assert cache.get(KEY, lambda: Token("two")) == "two"
@@ -227,8 +227,9 @@ def test_a_401_while_a_fetch_is_in_flight_takes_a_token_requested_after_it(
     assert "after" not in repr(renewed)
 
 
-def test_a_jitter_outside_zero_to_one_puts_the_refresh_point_at_the_windows_start(
-    clock: FakeClock,
+@pytest.mark.parametrize("jitter", [math.nan, -0.5, 1.5])
+def test_a_jitter_outside_zero_to_one_adds_no_random_part_to_the_margin(
+    clock: FakeClock, jitter: float
 ) -> None:
     fetched = []
 
@@ -236,12 +237,16 @@ def test_a_jitter_outside_zero_to_one_puts_the_refresh_point_at_the_windows_star
         fetched.append(1)
         return Token(f"t{len(fetched)}", 3600)
 
-    cache = TokenCache(clock=clock, jitter=lambda: math.nan)
+    cache = TokenCache(clock=clock, jitter=lambda: jitter)
     cache.get(KEY, fetch)
-    clock.advance((3600 - 30) / 2 - 1)  # just before the window's start: a plain hit
+    clock.advance(REFRESH_POINT - 1)  # just before the margin's floor: a plain hit
     for _ in range(3):
         assert cache.get(KEY, fetch) == "t1"
     assert len(fetched) == 1
+    clock.advance(1)
+    assert cache.get(KEY, fetch) == "t1"
+    refreshed()
+    assert len(fetched) == 2
 
 
 def test_a_clock_that_uses_the_cache_never_deadlocks_it() -> None:
@@ -326,7 +331,7 @@ def test_a_401_for_a_token_replaced_before_another_revocation_renews_past_it(
     then A and C were revoked at once: A's first 401 needs a token requested after it."""
     cache = TokenCache(clock=clock, jitter=lambda: 0.0)
     a = cache.lease(KEY, lambda: Token("A", 3600))
-    clock.advance((3600 - 30) / 2)
+    clock.advance(REFRESH_POINT)
     assert cache.get(KEY, lambda: Token("B", 3600)) == "A"  # refreshes to B in the background
     refreshed()
     b = cache.lease(KEY, lambda: pytest.fail("a hit"))
@@ -352,7 +357,12 @@ def test_a_new_call_that_takes_the_renewal_gets_a_renewal_lease(clock: FakeClock
 def test_a_refresh_held_past_its_deadline_is_abandoned_by_the_next_hit_and_tried_again(
     clock: FakeClock,
 ) -> None:
-    cache = TokenCache(clock=clock, jitter=lambda: 0.0, cooldown=CoolDown(first=0))
+    cache = TokenCache(
+        clock=clock,
+        jitter=lambda: 0.0,
+        cooldown=CoolDown(first=0),
+        refresh_margin=RefreshMargin(floor=60),
+    )
     issued: list[str] = []
     arrived, answer = threading.Event(), threading.Event()
 
@@ -366,10 +376,10 @@ def test_a_refresh_held_past_its_deadline_is_abandoned_by_the_next_hit_and_tried
         return Token(issued[-1], 3600)
 
     assert cache.get(KEY, fetch, timeout=10) == "t0"
-    clock.advance((3600 - 30) / 2)
+    clock.advance(3600 - 30 - 60)  # at the refresh point, 60 s before the leeway point
     assert cache.get(KEY, held, timeout=10) == "t0"  # the refresh, held by the server
     assert arrived.wait(30)
-    clock.advance(11)  # past the refresh's deadline, still in the window
+    clock.advance(11)  # past the refresh's deadline, still fresh
     try:
         assert cache.get(KEY, fetch, timeout=10) == "t0"  # abandons it, keeps the token
         assert cache.get(KEY, fetch, timeout=10) == "t0"  # starts a new refresh

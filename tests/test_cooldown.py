@@ -172,9 +172,9 @@ def test_a_token_not_yet_expired_outlives_a_failed_renewal(
 ) -> None:
     cache = TokenCache(leeway=30, cooldown=CoolDown(jitter=0), clock=clock)
     outage = TokenRequestError("token endpoint answered HTTP 503", status=503)
-    assert cache.get(KEY, lambda: Token("old-token", 60)) == "old-token"
+    assert cache.get(KEY, lambda: Token("old-token", 600)) == "old-token"
 
-    clock.advance(40)  # stale at 30 s, expires at 60 s
+    clock.advance(580)  # stale at 570 s, expires at 600 s
     with caplog.at_level(logging.WARNING, "requests_piggy_auth"):
         assert cache.get(KEY, lambda: fails(outage)) == "old-token"
     assert caplog.messages == [

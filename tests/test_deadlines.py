@@ -115,7 +115,7 @@ auth = ClientCredentialsAuth(
 first = auth.token()
 print("fetched", flush=True)
 sys.stdin.readline()
-clock.advance(1800)  # into the refresh window: a hit starts a refresh in the background
+clock.advance(3565)  # at the refresh point: a hit starts a refresh in the background
 assert auth.token() == first
 stuck = [t for t in threading.enumerate() if t.name == "piggy-auth-refresh"]
 print("exiting with", len(stuck), "refresh", flush=True)

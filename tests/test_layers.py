@@ -23,6 +23,7 @@ CORE = {
     "oauth",
     "origins",
     "policy",
+    "refresh",
     "replay",
     "retry",
 }

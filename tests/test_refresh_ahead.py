@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import math
 import multiprocessing
+import random
 import subprocess
 import sys
 import threading
@@ -16,7 +18,13 @@ from typing import Any
 import pytest
 import requests
 
-from requests_piggy_auth import ClientCredentialsAuth, CoolDown, TokenCache, TokenRequestError
+from requests_piggy_auth import (
+    ClientCredentialsAuth,
+    CoolDown,
+    RefreshMargin,
+    TokenCache,
+    TokenRequestError,
+)
 from requests_piggy_auth.cache import FETCH_THREAD, REFRESH_THREAD
 from requests_piggy_auth.oauth import Token
 from requests_piggy_auth.testing import FakeClock, FakePiggy
@@ -27,9 +35,10 @@ from .test_concurrency import run_together
 
 KEY = ("https://api.piggy.eu/oauth/token", "client-1")
 LIFETIME, LEEWAY = 3600.0, 30.0
-#: With the default window (half the usable lifetime) and no jitter: where refreshing starts.
-WINDOW_START = (LIFETIME - LEEWAY) / 2
 STALE, EXPIRED = LIFETIME - LEEWAY, LIFETIME
+#: Where refreshing starts with no jitter and token requests that take no time on the
+#: test's clock: the margin's floor before the leeway point.
+REFRESH_POINT = STALE - RefreshMargin().floor
 
 
 class Endpoint:
@@ -86,11 +95,11 @@ def cache(clock: FakeClock) -> TokenCache:
     return TokenCache(clock=clock, leeway=LEEWAY, jitter=lambda: 0.0)
 
 
-def test_many_threads_in_the_window_start_one_refresh_and_keep_the_old_token(
+def test_many_threads_past_the_refresh_point_start_one_refresh_and_keep_the_old_token(
     cache: TokenCache, clock: FakeClock, endpoint: Endpoint
 ) -> None:
     assert cache.get(KEY, endpoint) == "token-CANARY-0"
-    clock.advance(WINDOW_START - 0.001)
+    clock.advance(REFRESH_POINT - 0.001)
     assert cache.get(KEY, endpoint) == "token-CANARY-0"
     assert endpoint.threads == [FETCH_THREAD]
 
@@ -98,7 +107,7 @@ def test_many_threads_in_the_window_start_one_refresh_and_keep_the_old_token(
     endpoint.hold()
     assert run_together(32, lambda: cache.get(KEY, endpoint)) == ["token-CANARY-0"] * 32
     assert endpoint.arrived.wait(30)
-    clock.advance(STALE - WINDOW_START - 0.001)  # the refresh is held up to the leeway point
+    clock.advance(STALE - REFRESH_POINT - 0.001)  # the refresh is held up to the leeway point
     assert run_together(32, lambda: cache.get(KEY, endpoint)) == ["token-CANARY-0"] * 32
     endpoint.release()
     refreshed()
@@ -117,12 +126,12 @@ def test_a_caller_past_the_leeway_point_waits_for_the_refresh_in_flight(
 ) -> None:
     cache = TokenCache(clock=clock, cooldown=CoolDown(first=10, jitter=0), jitter=lambda: 0.0)
     cache.get(KEY, endpoint)
-    clock.advance(WINDOW_START)
+    clock.advance(REFRESH_POINT)
     endpoint.failures.extend(failures)
     endpoint.hold()
     cache.get(KEY, endpoint)
     assert endpoint.arrived.wait(30)
-    clock.advance(STALE - WINDOW_START)
+    clock.advance(STALE - REFRESH_POINT)
 
     with ThreadPoolExecutor(1) as pool:
         late = pool.submit(cache.get, KEY, endpoint)
@@ -137,7 +146,7 @@ def test_keys_refresh_each_on_their_own(
     other = ("https://api.piggy.eu/oauth/token", "client-2")
     cache.get(KEY, endpoint)
     cache.get(other, endpoint)
-    clock.advance(WINDOW_START)
+    clock.advance(REFRESH_POINT)
     endpoint.hold()
     cache.get(KEY, endpoint)
     assert endpoint.arrived.wait(30)
@@ -165,7 +174,7 @@ def test_fetches_run_in_daemon_threads_that_carry_the_callers_context(
 
     caller.set("the caller")
     cache.get(KEY, fetch)
-    clock.advance(WINDOW_START)
+    clock.advance(REFRESH_POINT)
     cache.get(KEY, fetch)
     refreshed()
     assert seen == [(True, "the caller")] * 2
@@ -184,9 +193,9 @@ def test_a_token_past_its_expiry_is_fetched_by_the_caller(
 def test_a_failed_refresh_is_logged_cools_down_and_is_tried_again(
     clock: FakeClock, endpoint: Endpoint, caplog: pytest.LogCaptureFixture
 ) -> None:
-    cache = TokenCache(clock=clock, cooldown=CoolDown(first=10, jitter=0), jitter=lambda: 0.0)
+    cache = TokenCache(clock=clock, cooldown=CoolDown(first=2, jitter=0), jitter=lambda: 0.0)
     cache.get(KEY, endpoint)
-    clock.advance(WINDOW_START)
+    clock.advance(REFRESH_POINT)
     endpoint.failures.append(TokenRequestError("token endpoint answered 503"))
 
     with caplog.at_level(logging.WARNING, "requests_piggy_auth"):
@@ -198,7 +207,7 @@ def test_a_failed_refresh_is_logged_cools_down_and_is_tried_again(
     assert "503" in caplog.text
     assert "CANARY" not in caplog.text
 
-    clock.advance(9.999)
+    clock.advance(1.999)
     assert cache.get(KEY, endpoint) == "token-CANARY-0"  # cooling down: no new request
     assert len(endpoint.threads) == 2
     clock.advance(0.001)
@@ -219,30 +228,128 @@ def test_no_refresh_ahead_when_it_is_off(clock: FakeClock, endpoint: Endpoint) -
     assert endpoint.threads == [FETCH_THREAD, FETCH_THREAD]
 
 
+def timed(clock: FakeClock, seconds: float, lifetime: float = LIFETIME) -> Callable[[], Token]:
+    """A token endpoint whose requests take ``seconds`` on ``clock``: it moves it on
+    while the caller waits for the token."""
+
+    def fetch() -> Token:
+        clock.advance(seconds)
+        return Token("token-CANARY-timed", lifetime)
+
+    return fetch
+
+
 @pytest.mark.parametrize(
-    ("window", "jitter", "refresh_point"),
+    ("lifetime", "took", "options", "refresh_point"),
     [
-        (0.5, 0.0, WINDOW_START),
-        (0.5, 0.5, WINDOW_START + STALE / 8),
-        (0.5, 1.0, WINDOW_START + STALE / 4),
-        (1.0, 0.0, 0.0),
-        (0.1, 0.5, STALE * 0.9 + STALE * 0.1 / 4),
+        (LIFETIME, 0.0, {}, STALE - 5),  # nothing measured: the floor
+        (LIFETIME, 10.0, {}, STALE - 20),  # twice the token request's 10 s
+        (LIFETIME, 100.0, {}, STALE - 60),  # the ceiling
+        (LIFETIME, 10.0, {"jitter": lambda: 0.5}, STALE - 22),  # a tenth more, at random
+        (LIFETIME, 10.0, {"jitter": lambda: 1.0}, STALE - 24),
+        (LIFETIME, 0.0, {"refresh_window": 0.001}, STALE * 0.999),  # never before the window
+        (3.0, 0.3, {}, 2.7 - 0.6),  # the leeway a tenth of 3 s, the margin twice 0.3 s
+        (3.0, 0.01, {}, 2.7 - 0.27),  # the floor, a tenth of the usable 2.7 s
+        (3.0, 1.0, {}, 2.7 / 2),  # twice 1 s is more than the window allows
     ],
 )
-def test_the_refresh_point_lies_in_the_first_half_of_the_window_by_jitter(
-    clock: FakeClock, endpoint: Endpoint, window: float, jitter: float, refresh_point: float
+def test_the_refresh_point_is_the_measured_margin_before_the_leeway_point(
+    clock: FakeClock,
+    endpoint: Endpoint,
+    lifetime: float,
+    took: float,
+    options: dict[str, Any],
+    refresh_point: float,
 ) -> None:
-    cache = TokenCache(clock=clock, refresh_window=window, jitter=lambda: jitter)
+    cache = TokenCache(clock=clock, **{"jitter": lambda: 0.0, **options})
     start = clock()
-    cache.get(KEY, endpoint)
-    clock.now = start + refresh_point - 0.001
-    cache.get(KEY, endpoint)
-    assert len(endpoint.threads) == 1
+    cache.get(KEY, timed(clock, took, lifetime))
+    clock.now = start + refresh_point - 1e-6
+    assert cache.get(KEY, endpoint) == "token-CANARY-timed"
+    assert endpoint.threads == []
 
-    clock.now = start + refresh_point
+    clock.now = start + refresh_point + 1e-6
+    assert cache.get(KEY, endpoint) == "token-CANARY-timed"
+    refreshed()
+    assert endpoint.threads == [REFRESH_THREAD]
+
+
+def test_the_margin_follows_the_keys_recent_token_requests(
+    clock: FakeClock, endpoint: Endpoint
+) -> None:
+    """A key whose token requests slow down refreshes earlier, and later again once they
+    are fast: one slow request in the last twenty is left out (the 95th percentile),
+    two are not."""
+    cache = TokenCache(clock=clock, jitter=lambda: 0.0)
+    took = [1.0] * 19 + [30.0, 30.0] + [1.0] * 19
+    margins = [5.0] * 20 + [60.0] * 19 + [5.0]  # each token's, its own request counted
+    fetched_at = clock()
+    cache.get(KEY, timed(clock, took[0]))
+    for seconds, margin in zip(took[1:], margins, strict=False):
+        clock.now = fetched_at + STALE - margin - 1e-6
+        assert cache.get(KEY, endpoint) == "token-CANARY-timed"
+        clock.now = fetched_at = fetched_at + STALE - margin + 1e-6
+        assert cache.get(KEY, timed(clock, seconds)) == "token-CANARY-timed"
+        refreshed()
+    assert endpoint.threads == []  # no hit before a refresh point started one
+    clock.now = fetched_at + STALE - margins[-1] + 1e-6
     cache.get(KEY, endpoint)
     refreshed()
-    assert endpoint.threads == [FETCH_THREAD, REFRESH_THREAD]
+    assert endpoint.threads == [REFRESH_THREAD]
+
+
+@pytest.mark.parametrize(
+    ("durations", "margin"),
+    [
+        ((), 5.0),
+        ((1.0,), 5.0),
+        ((4.0,), 8.0),
+        ((1.0,) * 19 + (30.0,), 5.0),  # one slow request in twenty: the 95th percentile
+        ((1.0,) * 18 + (30.0, 30.0), 60.0),  # two
+        ((30.0,) + (1.0,) * 20, 5.0),  # the slow one is no longer among the last twenty
+        ((50.0,), 60.0),  # the ceiling
+    ],
+)
+def test_the_margin_is_a_high_percentile_of_recent_durations_twice_over(
+    durations: tuple[float, ...], margin: float
+) -> None:
+    assert RefreshMargin().margin(durations, STALE, 0.0) == margin
+    assert RefreshMargin().margin(durations, STALE, 1.0) == margin * 1.2
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"factor": 0.5},
+        {"percentile": 0},
+        {"percentile": 1.5},
+        {"samples": 0},
+        {"samples": 2.5},
+        {"samples": True},
+        {"floor": -1},
+        {"floor": 10, "ceiling": 5},
+        {"ceiling": math.inf},
+        {"ceiling": math.nan},
+        {"jitter": -0.1},
+        {"jitter": 1.1},
+    ],
+)
+def test_a_nonsense_margin_is_refused(options: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="RefreshMargin needs"):
+        RefreshMargin(**options)
+
+
+def test_a_short_lived_token_is_used_for_nine_tenths_of_its_life(
+    clock: FakeClock, endpoint: Endpoint
+) -> None:
+    """The leeway is clamped to a tenth of the lifetime: a 3 s token is stale after 2.7 s."""
+    cache = TokenCache(clock=clock, refresh_ahead=False)
+    start = clock()
+    cache.get(KEY, timed(clock, 0.0, lifetime=3.0))
+    clock.now = start + 2.7 - 1e-6
+    assert cache.get(KEY, endpoint) == "token-CANARY-timed"
+    clock.now = start + 2.7
+    assert cache.get(KEY, endpoint) == "token-CANARY-0"
 
 
 def test_jitter_spreads_a_fleets_refresh_points(endpoint: Endpoint) -> None:
@@ -251,14 +358,57 @@ def test_jitter_spreads_a_fleets_refresh_points(endpoint: Endpoint) -> None:
     for cache in fleet:
         cache.get(KEY, endpoint)
     refreshes = []
-    for step in range(4):
-        clock.now = 1000 + WINDOW_START + step * STALE / 16
+    for step in range(4):  # the margins: 5 s plus 0.75, 0.5, 0.25 and 0 times a fifth of it
+        clock.now = 1000 + STALE - 5.75 + step * 0.25
         for cache in fleet:
             cache.get(KEY, endpoint)
         refreshed()
         refreshes.append(len(endpoint.issued) - len(fleet))
 
     assert refreshes == [1, 2, 3, 4]  # one more process each step, never all at once
+
+
+def test_a_day_of_one_hour_tokens_takes_at_most_26_token_requests_and_no_caller_waits(
+    clock: FakeClock,
+) -> None:
+    """A call every simulated second for 24 hours; token requests take 1 to 6 s, the
+    first 6 s. Every call after the first is a hit, while a refresh is in flight too."""
+    took = random.Random(18)
+    cache = TokenCache(clock=clock, jitter=random.Random(26).random)
+    threads: list[str] = []
+    arrived, gate = threading.Event(), threading.Event()
+
+    def endpoint() -> Token:
+        threads.append(threading.current_thread().name)
+        if not threads[1:]:
+            clock.advance(6)  # the first caller waits for the first token
+        else:
+            arrived.set()
+            assert gate.wait(30)
+        return Token(f"token-CANARY-{len(threads)}", LIFETIME)
+
+    def call() -> None:
+        clock.advance(1)
+        assert clock() < stale  # else this call would wait for the refresh
+        assert cache.get(KEY, endpoint) == current
+
+    start = sent_at = clock()
+    current, stale = cache.get(KEY, endpoint), sent_at + STALE
+    while clock() < start + 24 * 3600:
+        call()
+        if any(thread.name == REFRESH_THREAD for thread in threading.enumerate()):
+            assert arrived.wait(30)
+            sent_at = clock()
+            for _ in range(took.randint(1, 6)):  # calls go on while it is in flight
+                call()
+            gate.set()
+            refreshed()
+            arrived.clear()
+            gate.clear()
+            current, stale = f"token-CANARY-{len(threads)}", sent_at + STALE
+
+    assert threads == [FETCH_THREAD] + [REFRESH_THREAD] * (len(threads) - 1)
+    assert len(threads) <= 26
 
 
 @pytest.mark.parametrize("window", [0, -0.5, 1.001])
@@ -279,7 +429,7 @@ def test_the_adapters_keep_sending_the_old_token_while_it_is_refreshed(
     }[adapter]
     assert call() == 200
     (first,) = piggy.tokens()
-    clock.advance(WINDOW_START)
+    clock.advance(REFRESH_POINT)
     hold = piggy.hold()
     try:
         assert call() == 200
@@ -308,7 +458,7 @@ def test_a_child_forked_during_a_refresh_does_not_wait_for_it(
 ) -> None:
     auth = make_auth(cache=TokenCache(clock=clock, jitter=lambda: 0.0))
     first = auth.token()
-    clock.advance(WINDOW_START)
+    clock.advance(REFRESH_POINT)
     hold = piggy.hold()
     fork = multiprocessing.get_context("fork")
     results = fork.SimpleQueue()
@@ -345,7 +495,7 @@ first = auth.token()
 
 def at_exit():
     refreshed = auth.token()
-    clock.advance({WINDOW_START})
+    clock.advance({REFRESH_POINT})
     again = auth.token()
     threads = [thread.name for thread in threading.enumerate() if thread.name != "MainThread"]
     print(refreshed != first, again == refreshed, threads)
@@ -353,7 +503,7 @@ def at_exit():
 atexit.register(at_exit)
 print("fetched", flush=True)
 sys.stdin.readline()
-clock.advance({WINDOW_START})
+clock.advance({REFRESH_POINT})
 assert auth.token() == first
 print("exiting", flush=True)
 """

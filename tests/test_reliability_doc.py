@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from requests_piggy_auth import ClientCredentialsAuth, CoolDown, RetryPolicy, TokenCache, oauth
+from requests_piggy_auth import (
+    ClientCredentialsAuth,
+    CoolDown,
+    RefreshMargin,
+    RetryPolicy,
+    TokenCache,
+    oauth,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = (ROOT / "docs" / "reliability.md").read_text(encoding="utf-8")
@@ -83,6 +90,7 @@ def test_every_test_of_this_issue_is_in_the_table() -> None:
 DEFAULTS: dict[str, object] = {
     **{f"RetryPolicy({name}=)": getattr(RetryPolicy(), name) for name in vars(RetryPolicy())},
     **{f"CoolDown({name}=)": getattr(CoolDown(), name) for name in vars(CoolDown())},
+    **{f"RefreshMargin({name}=)": value for name, value in vars(RefreshMargin()).items()},
     **{
         f"{cls.__name__}({name}=)": parameter.default
         for cls in (TokenCache, ClientCredentialsAuth)

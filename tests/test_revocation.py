@@ -18,7 +18,7 @@ from requests_piggy_auth import ClientCredentialsAuth, TokenCache
 from requests_piggy_auth.testing import FakeClock, FakePiggy, json_response
 
 from .conftest import API, CLIENT_ID, CLIENT_SECRET, MakeAuth
-from .test_refresh_ahead import WINDOW_START, refreshed
+from .test_refresh_ahead import REFRESH_POINT, refreshed
 
 
 def test_a_refresh_that_brings_a_token_from_before_the_revocation_is_no_cure(
@@ -40,7 +40,7 @@ def test_a_refresh_that_brings_a_token_from_before_the_revocation_is_no_cure(
         return json_response({"token_type": "Bearer", "access_token": before, "expires_in": 3600})
 
     piggy.fault_token_endpoint(late_answer, times=1)
-    clock.advance(WINDOW_START)
+    clock.advance(REFRESH_POINT)
     assert session.get(piggy.url + API).status_code == 200  # starts the refresh
     assert arrived.wait(30)
     piggy.revoke_all()
@@ -64,7 +64,7 @@ def test_a_401_for_an_older_token_is_not_resent_with_a_newer_one_from_before_it(
     session = requests.Session()
     session.auth = auth
     old = session.prepare_request(requests.Request("GET", piggy.url + API))  # carries T0
-    clock.advance(WINDOW_START)
+    clock.advance(REFRESH_POINT)
     assert session.get(piggy.url + API).status_code == 200  # refreshes ahead to T1
     refreshed()
     piggy.revoke_all()  # both

@@ -32,7 +32,7 @@ from requests_piggy_auth.testing import FakeClock, FakePiggy
 
 from .conftest import API, CLIENT_ID, CLIENT_SECRET
 from .redis_server import RedisServer, ReplyDropper
-from .test_refresh_ahead import refreshed
+from .test_refresh_ahead import REFRESH_POINT, refreshed
 
 #: ``(token_url, client_id, secret_fingerprint)``; ``Any`` until ``CacheKey`` has three parts.
 KEY: Any = ("https://api.piggy.eu/oauth/token", "client-1", "5ec7e7f1" * 8)
@@ -585,17 +585,13 @@ def test_the_package_imports_without_redis_and_the_store_says_what_to_install(
         importlib.import_module("requests_piggy_auth.stores")
 
 
-#: With no jitter, where a 3600 s token's refresh window starts.
-WINDOW_START = (3600 - 30) / 2
-
-
 def test_a_refresh_ahead_replaces_the_stored_token_rather_than_reading_it_back(
     store: RedisTokenStore, client: redis.Redis, endpoint: Endpoint
 ) -> None:
     clock = FakeClock()
     cache = process(store, clock, jitter=lambda: 0.0)
     cache.get(KEY, endpoint)
-    clock.advance(WINDOW_START)
+    clock.advance(REFRESH_POINT)
 
     assert cache.get(KEY, endpoint) == "token-CANARY-0000"
     refreshed()
@@ -631,8 +627,8 @@ def test_two_processes_refreshing_ahead_at_once_make_one_token_request(
     a = process(store, a_clock, jitter=lambda: 0.0)
     b = process(watched, b_clock, jitter=lambda: 0.0)
     assert a.get(KEY, endpoint) == b.get(KEY, endpoint) == "token-CANARY-0000"
-    a_clock.advance(WINDOW_START)
-    b_clock.advance(WINDOW_START)
+    a_clock.advance(REFRESH_POINT)
+    b_clock.advance(REFRESH_POINT)
 
     try:
         assert a.get(KEY, held) == "token-CANARY-0000"
