@@ -119,7 +119,8 @@ class _Exchange(Answered401):
 class ClientCredentialsAuth(ClientCredentialsPolicy, PiggyAuth):
     """Auth with OAuth client credentials; tokens are fetched, cached and renewed.
 
-    :param client_id: the OAuth client id.
+    :param client_id: the OAuth client id; Piggy's are numbers, and ``4711``
+        and ``"4711"`` are the same client.
     :param client_secret: the OAuth client secret.
     :param base_url: the API's base URL; the token endpoint is
         ``base_url + "/oauth/token"``. Must be https unless loopback.
@@ -137,7 +138,7 @@ class ClientCredentialsAuth(ClientCredentialsPolicy, PiggyAuth):
 
     def __init__(
         self,
-        client_id: str,
+        client_id: int | str,
         client_secret: str,
         *,
         base_url: str | None = None,

@@ -133,7 +133,7 @@ class ClientCredentialsPolicy(AuthPolicy):
 
     def __init__(
         self,
-        client_id: str,
+        client_id: int | str,
         client_secret: str,
         *,
         send: TokenSender,
@@ -145,6 +145,7 @@ class ClientCredentialsPolicy(AuthPolicy):
         token_request_format: Literal["json", "form"],
     ) -> None:
         super().__init__(base_url=base_url, allowed_origins=allowed_origins)
+        client_id = client_id_text(client_id)
         self.grant = ClientCredentials(
             self.base_url + "/oauth/token", client_id, client_secret, token_request_format
         )
@@ -291,6 +292,16 @@ class PersonalAccessTokenPolicy(AuthPolicy):
                     remaining / timedelta(days=1),
                     f"{self.expires_at:%Y-%m-%d %H:%M}",
                 )
+
+
+def client_id_text(client_id: int | str) -> str:
+    """A client id as Piggy's token endpoint takes it: ``4711`` and ``"4711"`` are one client.
+
+    :raises TypeError: for anything but an int (not a bool) or a str.
+    """
+    if isinstance(client_id, bool) or not isinstance(client_id, (int, str)):
+        raise TypeError(f"client_id must be an int or a str, got {type(client_id).__name__}")
+    return str(client_id)
 
 
 def connect_timeout(timeout: Timeout) -> float:
