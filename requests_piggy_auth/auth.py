@@ -183,7 +183,8 @@ class ClientCredentialsAuth(ClientCredentialsPolicy, PiggyAuth):
 class PersonalAccessTokenAuth(PersonalAccessTokenPolicy, PiggyAuth):
     """Auth with a personal access token from the Business Dashboard.
 
-    :param token: the token (Apps → Integrations → Personal Access Tokens).
+    :param token: the token (Apps → Integrations → Personal Access Tokens), or a
+        zero-argument callable that returns the current one (read again after a 401).
     :param expires_at: its expiry date, if it has one; a naive datetime is
         local time. Requests after it raise :class:`TokenExpiredError`.
     :param base_url: the API's base URL. Must be https unless loopback.
@@ -195,7 +196,7 @@ class PersonalAccessTokenAuth(PersonalAccessTokenPolicy, PiggyAuth):
 
     def __init__(
         self,
-        token: str,
+        token: str | Callable[[], str],
         *,
         expires_at: datetime | None = None,
         base_url: str | None = None,
