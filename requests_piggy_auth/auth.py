@@ -120,7 +120,8 @@ class _Exchange(Answered401):
 class ClientCredentialsAuth(ClientCredentialsPolicy, PiggyAuth):
     """Auth with OAuth client credentials; tokens are fetched, cached and renewed.
 
-    :param client_id: the OAuth client id.
+    :param client_id: the OAuth client id; Piggy's are numbers, and ``4711``
+        and ``"4711"`` are the same client.
     :param client_secret: the OAuth client secret.
     :param base_url: the API's base URL; the token endpoint is
         ``base_url + "/oauth/token"``. Must be https unless loopback.
@@ -138,7 +139,7 @@ class ClientCredentialsAuth(ClientCredentialsPolicy, PiggyAuth):
 
     def __init__(
         self,
-        client_id: str,
+        client_id: int | str,
         client_secret: str,
         *,
         base_url: str | None = None,
@@ -183,7 +184,8 @@ class ClientCredentialsAuth(ClientCredentialsPolicy, PiggyAuth):
 class PersonalAccessTokenAuth(PersonalAccessTokenPolicy, PiggyAuth):
     """Auth with a personal access token from the Business Dashboard.
 
-    :param token: the token (Apps → Integrations → Personal Access Tokens).
+    :param token: the token (Apps → Integrations → Personal Access Tokens), or a
+        zero-argument callable that returns the current one (read again after a 401).
     :param expires_at: its expiry date, if it has one; a naive datetime is
         local time. Requests after it raise :class:`TokenExpiredError`.
     :param base_url: the API's base URL. Must be https unless loopback.
@@ -195,7 +197,7 @@ class PersonalAccessTokenAuth(PersonalAccessTokenPolicy, PiggyAuth):
 
     def __init__(
         self,
-        token: str,
+        token: str | Callable[[], str],
         *,
         expires_at: datetime | None = None,
         base_url: str | None = None,

@@ -133,7 +133,7 @@ class ClientCredentialsPolicy(AuthPolicy):
 
     def __init__(
         self,
-        client_id: str,
+        client_id: int | str,
         client_secret: str,
         *,
         send: TokenSender,
@@ -145,6 +145,7 @@ class ClientCredentialsPolicy(AuthPolicy):
         token_request_format: Literal["json", "form"],
     ) -> None:
         super().__init__(base_url=base_url, allowed_origins=allowed_origins)
+        client_id = client_id_text(client_id)
         self.grant = ClientCredentials(
             self.base_url + "/oauth/token", client_id, client_secret, token_request_format
         )
@@ -230,7 +231,7 @@ class PersonalAccessTokenPolicy(AuthPolicy):
 
     def __init__(
         self,
-        token: str,
+        token: str | Callable[[], str],
         *,
         expires_at: datetime | None,
         base_url: str | None,
@@ -238,12 +239,11 @@ class PersonalAccessTokenPolicy(AuthPolicy):
         now: Callable[[], datetime] | None = None,
     ) -> None:
         super().__init__(base_url=base_url, allowed_origins=allowed_origins)
-        if not is_valid_token(token):
-            raise ValueError(
-                "personal access token must be a non-empty string without whitespace or "
-                "control characters"
-            )
-        self._token = token
+        #: A callable source is read again after a 401 (never per request).
+        self._source = None if isinstance(token, str) else token
+        self.renewable = self._source is not None
+        self._token = checked_pat(token if isinstance(token, str) else token())
+        self._rejected: set[str] = set()
         self.expires_at = None if expires_at is None else expires_at.astimezone(timezone.utc)
         self._now = partial(datetime.now, timezone.utc) if now is None else now
         self._warn_lock = threading.Lock()
@@ -266,12 +266,38 @@ class PersonalAccessTokenPolicy(AuthPolicy):
         """The personal access token.
 
         :param send: unused: a personal access token is never fetched.
-        :param after: unused: a personal access token is never renewed.
+        :param after: unused: after a 401 that :meth:`rejected` judged curable, the
+            token is already the one the source gave then.
         :raises TokenExpiredError: when its expiry date has passed.
         """
         if self.expires_at is not None:
             self._check_expiry(self.expires_at - self._now())
         return Lease(self._token)
+
+    def rejected(self, lease: Lease, www_authenticate: str | None, body: bytes) -> bool:
+        """True when the source now yields a token other than the rejected one.
+
+        The same token again means it is no good: one WARNING per token says why
+        it may be, and the 401 goes back.
+        """
+        if not token_rejected(www_authenticate, body):
+            return False
+        assert self._source is not None  # only a renewable policy is asked
+        current = checked_pat(self._source())  # the user's code, outside our locks
+        with self._warn_lock:
+            if current != lease.access_token:
+                self._token = current
+                return True
+            first = current not in self._rejected
+            self._rejected.add(current)
+        if first:
+            log.warning(
+                "the personal access token was refused (401 invalid_token) and its source "
+                "still gives the same one: it may have expired%s, been revoked in the "
+                "Business Dashboard, or be a Register API key used on an OAuth route",
+                "" if self.expires_at is None else f" (at {self.expires_at:%Y-%m-%d %H:%M} UTC)",
+            )
+        return False
 
     def _check_expiry(self, remaining: timedelta) -> None:
         if remaining <= timedelta(0):
@@ -291,6 +317,29 @@ class PersonalAccessTokenPolicy(AuthPolicy):
                     remaining / timedelta(days=1),
                     f"{self.expires_at:%Y-%m-%d %H:%M}",
                 )
+
+
+def checked_pat(token: str) -> str:
+    """``token`` if it can be a personal access token.
+
+    :raises ValueError: for an empty token or one with whitespace or control characters.
+    """
+    if not is_valid_token(token):
+        raise ValueError(
+            "personal access token must be a non-empty string without whitespace or "
+            "control characters"
+        )
+    return token
+
+
+def client_id_text(client_id: int | str) -> str:
+    """A client id as Piggy's token endpoint takes it: ``4711`` and ``"4711"`` are one client.
+
+    :raises TypeError: for anything but an int (not a bool) or a str.
+    """
+    if isinstance(client_id, bool) or not isinstance(client_id, (int, str)):
+        raise TypeError(f"client_id must be an int or a str, got {type(client_id).__name__}")
+    return str(client_id)
 
 
 def connect_timeout(timeout: Timeout) -> float:

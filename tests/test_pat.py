@@ -1,97 +1,75 @@
-"""Personal access tokens: header, expiry before sending, the 7-day warning, 401 passed through."""
+"""Issue 16: Piggy's numeric client ids."""
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import pytest
 import requests
 
-from requests_piggy_auth import PersonalAccessTokenAuth, TokenExpiredError
+from requests_piggy_auth import ClientCredentialsAuth, Lease, PersonalAccessTokenAuth, TokenCache
 from requests_piggy_auth.testing import FakePiggy
 
-from .conftest import API, authorizations
 
-PAT = "1|pat-CANARY-0123456789abcdef"
+def test_int_and_str_client_ids_are_one_client() -> None:
+    cache = TokenCache()
+    by_int = ClientCredentialsAuth(4711, "secret", base_url="https://api.piggy.eu", cache=cache)
+    by_str = ClientCredentialsAuth("4711", "secret", base_url="https://api.piggy.eu", cache=cache)
+    assert by_int.client_id == by_str.client_id == "4711"
+    assert by_int._key == by_str._key  # one cache key: one token for both
 
 
-def test_sends_the_token(piggy: FakePiggy) -> None:
-    piggy.add_personal_access_token(PAT)
-    auth = PersonalAccessTokenAuth(PAT, base_url=piggy.url)
+@pytest.mark.parametrize("client_id", [True, 47.11, None])
+def test_other_client_ids_are_refused(client_id: object) -> None:
+    with pytest.raises(TypeError, match="client_id must be an int or a str"):
+        ClientCredentialsAuth(client_id, "secret")  # type: ignore[arg-type]
 
-    response = requests.get(piggy.url + API, auth=auth)
 
+def test_int_and_str_client_ids_share_one_token(fake_piggy: FakePiggy) -> None:
+    fake_piggy.add_client("4711", "secret")
+    cache = TokenCache()
+    for client_id in (4711, "4711"):
+        auth = ClientCredentialsAuth(client_id, "secret", base_url=fake_piggy.url, cache=cache)
+        assert requests.get(fake_piggy.api_url + "/contacts", auth=auth).status_code == 200
+    assert fake_piggy.stats().token_requests_by_client == {"4711": 1}
+
+
+def test_a_rotated_callable_pat_is_resent_once(fake_piggy: FakePiggy) -> None:
+    fake_piggy.add_personal_access_token("old-token")
+    current = ["old-token"]
+    auth = PersonalAccessTokenAuth(lambda: current[0], base_url=fake_piggy.url)
+    assert requests.get(fake_piggy.api_url + "/contacts", auth=auth).status_code == 200
+    fake_piggy.revoke_all()
+    fake_piggy.add_personal_access_token("new-token")
+    current[0] = "new-token"
+    response = requests.get(fake_piggy.api_url + "/contacts", auth=auth)
     assert response.status_code == 200
-    assert authorizations(piggy) == [f"Bearer {PAT}"]
-    assert piggy.stats().token_requests == 0
+    assert [r.status_code for r in response.history] == [401]
+    assert requests.get(fake_piggy.api_url + "/contacts", auth=auth).history == []
 
 
-def test_an_expired_token_raises_before_sending(piggy: FakePiggy) -> None:
-    auth = PersonalAccessTokenAuth(
-        PAT, base_url=piggy.url, expires_at=datetime.now(timezone.utc) - timedelta(minutes=1)
-    )
-
-    with pytest.raises(TokenExpiredError, match="Apps → Integrations → Personal Access Tokens"):
-        requests.get(piggy.url + API, auth=auth)
-    assert piggy.stats().resource_requests == 0
-
-
-def test_one_warning_a_week_before_expiry(
-    piggy: FakePiggy, caplog: pytest.LogCaptureFixture
+def test_one_warning_for_a_revoked_pat_under_1000_calls(
+    fake_piggy: FakePiggy, caplog: pytest.LogCaptureFixture
 ) -> None:
-    piggy.add_personal_access_token(PAT)
-    auth = PersonalAccessTokenAuth(
-        PAT, base_url=piggy.url, expires_at=datetime.now(timezone.utc) + timedelta(days=3)
-    )
-
-    with caplog.at_level(logging.WARNING, "requests_piggy_auth"):
-        for _ in range(3):
-            assert requests.get(piggy.url + API, auth=auth).status_code == 200
-
-    warnings = [r for r in caplog.records if "expires in" in r.getMessage()]
+    fake_piggy.add_personal_access_token("the-token")
+    auth = PersonalAccessTokenAuth(lambda: "the-token", base_url=fake_piggy.url)
+    fake_piggy.revoke_all()
+    with caplog.at_level(logging.WARNING, logger="requests_piggy_auth"), requests.Session() as s:
+        statuses = {
+            s.get(fake_piggy.api_url + "/contacts", auth=auth).status_code for _ in range(1000)
+        }
+    assert statuses == {401}
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
-    assert "expires in 3.0 days" in warnings[0].getMessage()
-    assert PAT not in caplog.text
+    assert "revoked" in warnings[0].getMessage()
+    assert "the-token" not in caplog.text
 
 
-def test_no_warning_with_more_than_a_week_left(
-    piggy: FakePiggy, caplog: pytest.LogCaptureFixture
-) -> None:
-    piggy.add_personal_access_token(PAT)
-    expires_at = datetime.now() + timedelta(days=30)  # naive: local time
-    auth = PersonalAccessTokenAuth(PAT, base_url=piggy.url, expires_at=expires_at)
-
-    with caplog.at_level(logging.WARNING, "requests_piggy_auth"):
-        assert requests.get(piggy.url + API, auth=auth).status_code == 200
-
-    assert caplog.records == []
-    assert auth.expires_at == expires_at.astimezone(timezone.utc)
-
-
-def test_a_401_is_passed_through(piggy: FakePiggy) -> None:
-    auth = PersonalAccessTokenAuth(PAT, base_url=piggy.url)
-
-    response = requests.get(piggy.url + API, auth=auth)
-
-    assert response.status_code == 401
-    assert response.history == []
-    assert piggy.stats().resource_requests == 1
-
-
-@pytest.mark.parametrize("token", ["", "has space", "line\nbreak", "tab\t", "nul\x00"])
-def test_a_malformed_token_is_refused(token: str) -> None:
-    with pytest.raises(ValueError, match="without whitespace or control characters"):
-        PersonalAccessTokenAuth(token)
-
-
-def test_repr_shows_no_token() -> None:
-    auth = PersonalAccessTokenAuth(PAT, expires_at=datetime(2027, 1, 2, 3, 4, tzinfo=timezone.utc))
-
-    assert repr(auth) == (
-        "PersonalAccessTokenAuth(base_url='https://api.piggy.eu', "
-        "expires_at='2027-01-02T03:04:00+00:00')"
-    )
-    assert repr(PersonalAccessTokenAuth(PAT)) == (
-        "PersonalAccessTokenAuth(base_url='https://api.piggy.eu')"
-    )
+def test_the_warning_names_a_known_expiry_and_other_401s_are_not_judged() -> None:
+    expiry = datetime(2030, 1, 2, 3, 4, tzinfo=timezone.utc)
+    auth = PersonalAccessTokenAuth(lambda: "tok", expires_at=expiry)
+    assert not auth.rejected(Lease("tok"), 'Basic realm="x"', b"")
+    assert not auth.rejected(Lease("tok"), 'Bearer error="invalid_token"', b"")
+    assert not auth.rejected(Lease("tok"), 'Bearer error="invalid_token"', b"")
+    assert not PersonalAccessTokenAuth("tok").renewable
