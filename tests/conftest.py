@@ -45,11 +45,19 @@ def authorizations(piggy: FakePiggy) -> list[str | None]:
     return [entry.headers.get("Authorization") for entry in piggy.log("resource")]
 
 
+def seen_authorization(server: HTTPServer) -> list[str | None]:
+    """The ``Authorization`` header of each request ``server`` saw."""
+    return [request.headers.get("Authorization") for request, _ in server.log]
+
+
+#: A 401's challenge for a stale token, and one for another error.
+INVALID_TOKEN = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+INVALID_REQUEST = {"WWW-Authenticate": 'Bearer error="invalid_request"'}
+
+
 def invalid_token(request: Request) -> Response:
     """A fault: the 401 for a stale token, whatever the token."""
-    return json_response(
-        {"error": "invalid_token"}, 401, {"WWW-Authenticate": 'Bearer error="invalid_token"'}
-    )
+    return json_response({"error": "invalid_token"}, 401, INVALID_TOKEN)
 
 
 @pytest.fixture

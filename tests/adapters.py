@@ -1,0 +1,164 @@
+"""The adapters that ``tests/test_contract.py`` holds to one contract, each behind a tiny shim.
+
+A shim sends one request the way a user of its library would, with the auth in
+place, and hands back a :class:`Reply`. It must not do any of the work under
+test (judging a 401, resending, rewinding, choosing where the token goes): that
+is the adapter's. A new adapter joins the whole suite with one class here and
+one entry in :data:`ADAPTERS`. An asyncio adapter fits too: its shim runs each
+call to the end on an event loop of its own (the storms call it from many
+threads at once, so one loop per call, or per thread).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+
+from requests_piggy_auth import PiggyAuth
+from requests_piggy_auth.urllib3 import AuthorizedHttp
+
+#: Connections each client keeps per host: enough for the storms' threads.
+POOL_SIZE = 32
+#: Each request's connect and read timeout, in seconds: a net under a test that
+#: would otherwise hang (an endless body), never a measure of speed.
+TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What a client handed back, as every adapter can tell it."""
+
+    status: int
+    headers: Mapping[str, str]
+    #: The statuses of the earlier answers handed back with this one, oldest
+    #: first (requests' ``history``); ``None`` where the library hands back none.
+    history: list[int] | None
+    #: The whole body, decoded (``Content-Encoding``), read now if it was streamed.
+    read: Callable[[], bytes]
+    #: A streamed body (``stream=True``), decoded, in pieces of at most the size given,
+    #: as it comes.
+    chunks: Callable[[int], Iterator[bytes]]
+    #: Close the answer, whatever is left of its body unread.
+    close: Callable[[], None]
+
+    def json(self) -> Any:
+        return json.loads(self.read())
+
+
+class Client(Protocol):
+    """One adapter's client, built around an auth object."""
+
+    #: Whether :attr:`Reply.history` is a list (else it is always ``None``).
+    keeps_history: bool
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        stream: bool = False,
+        redirect: bool = True,
+    ) -> Reply:
+        """Send a request; ``stream``: leave the body unread; ``redirect``: follow them."""
+        ...
+
+    def close(self) -> None:
+        """Close the client's connections."""
+        ...
+
+
+class RequestsClient:
+    """requests: a ``Session`` whose ``auth`` is the auth object."""
+
+    keeps_history = True
+
+    def __init__(self, auth: PiggyAuth) -> None:
+        self.session = requests.Session()
+        self.session.auth = auth
+        self.session.mount("http://", HTTPAdapter(pool_maxsize=POOL_SIZE))
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        stream: bool = False,
+        redirect: bool = True,
+    ) -> Reply:
+        response = self.session.request(
+            method,
+            url,
+            data=body,
+            headers=headers,
+            stream=stream,
+            allow_redirects=redirect,
+            timeout=TIMEOUT,
+        )
+        return Reply(
+            response.status_code,
+            response.headers,
+            [earlier.status_code for earlier in response.history],
+            lambda: response.content,
+            response.iter_content,
+            response.close,
+        )
+
+    def close(self) -> None:
+        self.session.close()
+
+
+class Urllib3Client:
+    """urllib3: :class:`AuthorizedHttp` around a ``PoolManager``."""
+
+    keeps_history = False
+
+    def __init__(self, auth: PiggyAuth) -> None:
+        self.http = AuthorizedHttp(auth, urllib3.PoolManager(maxsize=POOL_SIZE))
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        stream: bool = False,
+        redirect: bool = True,
+    ) -> Reply:
+        response = self.http.request(
+            method,
+            url,
+            body=body,
+            headers=headers,
+            preload_content=not stream,
+            redirect=redirect,
+            timeout=TIMEOUT,
+        )
+        return Reply(
+            response.status,
+            response.headers,
+            None,
+            lambda: response.data,
+            response.stream,
+            response.close,
+        )
+
+    def close(self) -> None:
+        self.http.clear()
+
+
+#: Every adapter the contract holds, by the name its tests are parametrized with.
+ADAPTERS: dict[str, Callable[[PiggyAuth], Client]] = {
+    "requests": RequestsClient,
+    "urllib3": Urllib3Client,
+}
