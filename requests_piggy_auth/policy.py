@@ -280,9 +280,8 @@ class PersonalAccessTokenPolicy(AuthPolicy):
         The same token again means it is no good: one WARNING per token says why
         it may be, and the 401 goes back.
         """
-        if not token_rejected(www_authenticate, body):
-            return False
-        assert self._source is not None  # only a renewable policy is asked
+        if self._source is None or not token_rejected(www_authenticate, body):
+            return False  # a fixed token cannot change
         current = checked_pat(self._source())  # the user's code, outside our locks
         with self._warn_lock:
             if current != lease.access_token:
