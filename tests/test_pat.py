@@ -9,6 +9,7 @@ import pytest
 import requests
 
 from requests_piggy_auth import ClientCredentialsAuth, Lease, PersonalAccessTokenAuth, TokenCache
+from requests_piggy_auth.policy import AuthPolicy
 from requests_piggy_auth.testing import FakePiggy
 
 
@@ -73,3 +74,8 @@ def test_the_warning_names_a_known_expiry_and_other_401s_are_not_judged() -> Non
     assert not auth.rejected(Lease("tok"), 'Bearer error="invalid_token"', b"")
     assert not auth.rejected(Lease("tok"), 'Bearer error="invalid_token"', b"")
     assert not PersonalAccessTokenAuth("tok").renewable
+
+
+def test_a_policy_that_cannot_renew_judges_no_401_curable() -> None:
+    policy = AuthPolicy(base_url="https://api.piggy.eu", allowed_origins=())
+    assert not policy.rejected(Lease("tok"), 'Bearer error="invalid_token"', b"")
