@@ -56,6 +56,9 @@ class Client(Protocol):
 
     #: Whether :attr:`Reply.history` is a list (else it is always ``None``).
     keeps_history: bool
+    #: What a refused connection raises in the library, as the type names, outermost
+    #: first, that a :class:`~requests_piggy_auth.TokenRequestError` shows.
+    refused: str
 
     def request(
         self,
@@ -79,6 +82,7 @@ class RequestsClient:
     """requests: a ``Session`` whose ``auth`` is the auth object."""
 
     keeps_history = True
+    refused = "ConnectionError: MaxRetryError: NewConnectionError: ConnectionRefusedError"
 
     def __init__(self, auth: PiggyAuth) -> None:
         self.session = requests.Session()
@@ -121,6 +125,7 @@ class Urllib3Client:
     """urllib3: :class:`AuthorizedHttp` around a ``PoolManager``."""
 
     keeps_history = False
+    refused = "MaxRetryError: NewConnectionError: ConnectionRefusedError"
 
     def __init__(self, auth: PiggyAuth) -> None:
         self.http = AuthorizedHttp(auth, urllib3.PoolManager(maxsize=POOL_SIZE))

@@ -23,7 +23,7 @@ from requests_piggy_auth import ClientCredentialsAuth
 from requests_piggy_auth.testing import FakePiggy
 from requests_piggy_auth.urllib3 import AuthorizedHttp
 
-from .test_requests_auth import seen_authorization
+from .conftest import seen_authorization
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
