@@ -535,3 +535,14 @@ def test_the_interpreter_exits_after_a_refresh_in_flight_and_starts_none_at_exit
 
     assert (process.returncode, stdout, stderr) == (0, "True True []\n", "")
     assert [entry.status for entry in piggy.log("token")] == [200, 200]
+
+
+def test_a_fetch_whose_key_was_cleared_meanwhile_still_gives_its_token(clock: FakeClock) -> None:
+    cache = TokenCache(clock=clock)
+
+    def fetch() -> Token:
+        cache.clear()  # its record goes: its duration is noted nowhere
+        return Token("t", expires_in=100)
+
+    assert cache.get(KEY, fetch) == "t"
+    assert len(cache) == 0

@@ -21,8 +21,8 @@ from urllib3.util.retry import Retry
 from werkzeug import Response
 
 from requests_piggy_auth import ClientCredentialsAuth, TokenCache
-from requests_piggy_auth.policy import DEFAULT_TIMEOUT
 from requests_piggy_auth.oauth import MAX_BODY
+from requests_piggy_auth.policy import DEFAULT_TIMEOUT
 from requests_piggy_auth.testing import FakePiggy
 from requests_piggy_auth.urllib3 import AuthorizedHttp
 
