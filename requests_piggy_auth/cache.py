@@ -532,13 +532,12 @@ class TokenCache:
     def reject(self, key: CacheKey, lease: Lease) -> bool:
         """Record that the server answered 401 to a request that carried ``lease``, and
         tell listeners when it evicted the token (see :meth:`_reject`)."""
-        first = not lease.rejected
-        renewable = self._reject(key, lease)
-        if self._listeners and first and lease.rejected:
+        renewable, evicted = self._reject(key, lease)
+        if evicted and self._listeners:
             dispatch(self._listeners, [TokenEvicted(key[1])])
         return renewable
 
-    def _reject(self, key: CacheKey, lease: Lease) -> bool:
+    def _reject(self, key: CacheKey, lease: Lease) -> tuple[bool, bool]:
         """Record that the server answered 401 to a request that carried ``lease``.
 
         The first 401 for a token evicts it, along with any other token cached
@@ -546,9 +545,10 @@ class TokenCache:
         too); later ones for the same token evict nothing more.
 
         :returns: whether a new token may help, so a resend with
-            ``lease(key, fetch, after=lease)`` is worth it: ``False`` only for
+            ``lease(key, fetch, after=lease)`` is worth it (``False`` only for
             a token fetched to replace a rejected one and rejected before the
-            server ever accepted it, within ``min_evict_interval``.
+            server ever accepted it, within ``min_evict_interval``), and
+            whether this call evicted it.
         """
         now = self.clock()
         with self._lock:
@@ -556,13 +556,13 @@ class TokenCache:
             if record is None:  # forgotten since (cleared, least recently used): start anew
                 record = self._records[key] = _Record()
             if lease.rejected:
-                return True  # its first 401 is known: what is cached or coming is later
+                return True, False  # its first 401 is known: what is cached or coming is later
             if (
                 lease.renewal
                 and not lease.accepted
                 and now - record.rejected_at < self.min_evict_interval
             ):
-                return False
+                return False, False
             order = next(self._orders)
             record.rejected_order, record.rejected_at, record.renewing = order, now, True
             lease.rejected = order
@@ -575,7 +575,7 @@ class TokenCache:
                 record.flight = None  # requested before the 401: its token is not good enough
             if self.store is not None:
                 record.rejected = tuple(sorted({*record.rejected, *rejected}))
-            return True
+            return True, True
 
     def evict(self, key: CacheKey, access_token: str) -> bool:
         """Forget ``access_token`` for ``key`` because the server rejected it.

@@ -192,3 +192,24 @@ def test_a_failure_of_a_cleared_flight_starts_no_cool_down(clock: FakeClock) -> 
         cache.get(KEY, cleared_then_failed)
     events.wait(1)
     assert events == [FetchFailed("client", "cold", 0.0, "TokenRequestError", None)]
+
+
+def test_two_threads_rejecting_one_token_at_once_tell_one_eviction() -> None:
+    both_read = threading.Barrier(2)
+    lining_up = threading.Event()
+
+    def clock() -> float:  # reject reads the clock before its lock: both line up there
+        if lining_up.is_set():
+            both_read.wait(30)
+        return 0.0
+
+    cache = TokenCache(clock=clock, refresh_ahead=False)
+    lease = cache.lease(KEY, lambda: Token("one", expires_in=100))
+    events = Heard()
+    cache.add_listener(events)
+    lining_up.set()
+    with ThreadPoolExecutor(2) as pool:
+        renewable = list(pool.map(lambda _: cache.reject(KEY, lease), range(2)))
+
+    assert renewable == [True, True]
+    assert events == [TokenEvicted("client")]
