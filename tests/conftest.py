@@ -22,6 +22,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from requests_piggy_auth import ClientCredentialsAuth, CoolDown, RetryPolicy, TokenCache
+from requests_piggy_auth.cache import FETCH_THREAD, REFRESH_THREAD
 from requests_piggy_auth.testing import (
     API_PREFIX,
     FakeClock,
@@ -38,6 +39,14 @@ API = API_PREFIX + "/contacts"
 CLIENT_ID, CLIENT_SECRET = "client-1", "s3cret-CANARY-5ecret"
 #: The 401s that may mean a stale token, each worth a new token: every style the fake has.
 STALE_TOKEN_401S: list[UnauthorizedStyle] = ["rfc6750", "header-only", "body-only", "bare"]
+
+
+def fetches_ended(*names: str) -> None:
+    """Wait for the cache's fetch threads (only those ``names``, if given) to end."""
+    for thread in threading.enumerate():
+        if thread.name in (names or (FETCH_THREAD, REFRESH_THREAD)):
+            thread.join(30)
+            assert not thread.is_alive()
 
 
 def authorizations(piggy: FakePiggy) -> list[str | None]:

@@ -21,7 +21,7 @@ from requests_piggy_auth import (
 from requests_piggy_auth.oauth import Token
 from requests_piggy_auth.testing import FakeClock, FakePiggy, Status
 
-from .conftest import API, CLIENT_ID, MakeAuth, authorizations, fetch_held
+from .conftest import API, CLIENT_ID, MakeAuth, authorizations, fetch_held, fetches_ended
 
 KEY = ("https://piggy.test/oauth/token", CLIENT_ID)
 OTHER_KEY = ("https://piggy.test/oauth/token", "client-2")
@@ -177,6 +177,7 @@ def test_a_token_not_yet_expired_outlives_a_failed_renewal(
     clock.advance(580)  # stale at 570 s, expires at 600 s
     with caplog.at_level(logging.WARNING, "requests_piggy_auth"):
         assert cache.get(KEY, lambda: fails(outage)) == "old-token"
+        fetches_ended()  # the fetch thread warns after its waiters have their token
     assert caplog.messages == [
         f"renewing the token for client {CLIENT_ID!r} failed (token endpoint answered HTTP "
         "503); using the current token, which expires in 20 s"

@@ -30,7 +30,7 @@ from requests_piggy_auth.oauth import Token
 from requests_piggy_auth.testing import FakeClock, FakePiggy
 from requests_piggy_auth.urllib3 import AuthorizedHttp
 
-from .conftest import API, CLIENT_SECRET, MakeAuth, authorizations
+from .conftest import API, CLIENT_SECRET, MakeAuth, authorizations, fetches_ended
 from .test_concurrency import run_together
 
 KEY = ("https://api.piggy.eu/oauth/token", "client-1")
@@ -75,10 +75,7 @@ class Endpoint:
 
 def refreshed() -> None:
     """Wait for the background refreshes in flight to end."""
-    for thread in threading.enumerate():
-        if thread.name == REFRESH_THREAD:
-            thread.join(30)
-            assert not thread.is_alive()
+    fetches_ended(REFRESH_THREAD)
 
 
 @pytest.fixture
