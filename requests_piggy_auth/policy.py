@@ -289,11 +289,11 @@ class ClientCredentialsPolicy(AuthPolicy):
         with self._reread_lock:
             if self._credentials is not credentials:
                 return True  # another caller has read a new secret already
-            reading = self._reread is None or self._reread[0] is not refusal
-            if reading:
-                self._reread = (refusal, Future())
-            assert self._reread is not None
-            read = self._reread[1]
+            if self._reread is not None and self._reread[0] is refusal:
+                read, reading = self._reread[1], False
+            else:
+                read, reading = Future(), True
+                self._reread = (refusal, read)
         if not reading:
             try:
                 return read.result(timeout=self._deadline)
