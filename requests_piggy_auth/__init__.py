@@ -1,12 +1,15 @@
 """requests-piggy-auth: authentication for the Piggy (Leat) loyalty API.
 
-Drop it into any ``requests.Session``::
+Drop it into any ``requests.Session``, with a personal access token (Piggy's
+preferred method; :meth:`~PersonalAccessTokenAuth.from_file` for one that is
+replaced without a restart) or OAuth client credentials::
 
+    session.auth = PersonalAccessTokenAuth(token)
     session.auth = ClientCredentialsAuth(client_id, client_secret)
 
-Tokens are fetched once per client, shared by every thread and session in the
-process, renewed before they expire, and renewed once more when the API
-answers 401 for a stale token.
+Client credentials tokens are fetched once per client, shared by every thread
+and session in the process, renewed before they expire, and renewed once more
+when the API answers 401 for a stale token.
 """
 
 from ._version import __version__

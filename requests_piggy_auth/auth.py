@@ -9,6 +9,7 @@ the core's :func:`~.replay.replay` flow.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from functools import partial
@@ -31,6 +32,7 @@ from .policy import (
 from .replay import Answer, drive, read_at_most, replay, rewinder, stay
 from .responses import Answered401
 from .retry import RetryPolicy
+from .sources import FileSource
 from .token_session import token_session
 
 
@@ -122,7 +124,9 @@ class ClientCredentialsAuth(ClientCredentialsPolicy, PiggyAuth):
 
     :param client_id: the OAuth client id; Piggy's are numbers, and ``4711``
         and ``"4711"`` are the same client.
-    :param client_secret: the OAuth client secret.
+    :param client_secret: the OAuth client secret, or a zero-argument callable that
+        returns the current one (a secret manager): called at construction and
+        again only after the token endpoint refuses it (``invalid_client``).
     :param base_url: the API's base URL; the token endpoint is
         ``base_url + "/oauth/token"``. Must be https unless loopback.
         ``None``: ``$PIGGY_BASE_URL``, else ``https://api.piggy.eu``.
@@ -140,7 +144,7 @@ class ClientCredentialsAuth(ClientCredentialsPolicy, PiggyAuth):
     def __init__(
         self,
         client_id: int | str,
-        client_secret: str,
+        client_secret: str | Callable[[], str],
         *,
         base_url: str | None = None,
         allowed_origins: Iterable[str] = (),
@@ -187,7 +191,8 @@ class PersonalAccessTokenAuth(PersonalAccessTokenPolicy, PiggyAuth):
     :param token: the token (Apps → Integrations → Personal Access Tokens), or a
         zero-argument callable that returns the current one (read again after a 401).
     :param expires_at: its expiry date, if it has one; a naive datetime is
-        local time. Requests after it raise :class:`TokenExpiredError`.
+        local time. Requests after it raise :class:`TokenExpiredError`; once a
+        callable gives another token, it no longer applies.
     :param base_url: the API's base URL. Must be https unless loopback.
         ``None``: ``$PIGGY_BASE_URL``, else ``https://api.piggy.eu``.
     :param allowed_origins: more origins (URLs) that may receive the token.
@@ -206,3 +211,27 @@ class PersonalAccessTokenAuth(PersonalAccessTokenPolicy, PiggyAuth):
         super().__init__(
             token, expires_at=expires_at, base_url=base_url, allowed_origins=allowed_origins
         )
+
+    @classmethod
+    def from_file(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        base_url: str | None = None,
+        allowed_origins: Iterable[str] = (),
+    ) -> PersonalAccessTokenAuth:
+        """Auth with the personal access token in the file at ``path``, which may be
+        replaced at any time (a Kubernetes secret volume, a secret manager's agent).
+
+        The file is read now and again only after a 401 ``invalid_token``: never
+        per request. Surrounding whitespace (a trailing newline) is stripped.
+        Replace the file atomically (write another, then rename it over).
+
+        :param path: the file's path.
+        :param base_url: as for the constructor.
+        :param allowed_origins: as for the constructor.
+        :raises ConfigurationError: when the file cannot be read, is empty or
+            holds no usable token (the message names the file, never its content).
+        """
+        source = FileSource(path, "personal access token")
+        return cls(source, base_url=base_url, allowed_origins=allowed_origins)

@@ -21,6 +21,7 @@ from .auth import ClientCredentialsAuth, PersonalAccessTokenAuth, PiggyAuth
 from .env import (
     CLIENT_ID_VARIABLE,
     CLIENT_SECRET_VARIABLE,
+    PAT_FILE_VARIABLE,
     PAT_VARIABLE,
     from_env,
 )
@@ -33,6 +34,7 @@ from .errors import (
 )
 from .failures import describe_failure
 from .policy import BASE_URL_VARIABLE
+from .sources import FileSource
 
 #: Timeout, in seconds, for ``piggy-auth get``.
 GET_TIMEOUT = 30.0
@@ -59,7 +61,8 @@ def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="piggy-auth",
         description="Authenticate with the Piggy (Leat) API. Credentials come from "
-        f"{PAT_VARIABLE}, or {CLIENT_ID_VARIABLE} and {CLIENT_SECRET_VARIABLE}; "
+        f"{PAT_VARIABLE} (or {PAT_FILE_VARIABLE}), or {CLIENT_ID_VARIABLE} and "
+        f"{CLIENT_SECRET_VARIABLE}; "
         f"{BASE_URL_VARIABLE} overrides https://api.piggy.eu.",
     )
     root.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -103,6 +106,9 @@ def show_token(args: argparse.Namespace) -> int:
     if isinstance(auth, ClientCredentialsAuth):
         token = auth.fetch_token()
         access_token = token.access_token
+        details["credential"] = (
+            f"client credentials ({CLIENT_ID_VARIABLE}, {CLIENT_SECRET_VARIABLE})"
+        )
         details["client"] = auth.client_id
         details["token type"] = "Bearer"
         details["expires in"] = (
@@ -111,9 +117,17 @@ def show_token(args: argparse.Namespace) -> int:
     else:
         pat = cast(PersonalAccessTokenAuth, auth)
         access_token = pat.token()
+        source = pat._source
+        details["credential"] = "personal access token " + (
+            f"(the file {source.path} in {PAT_FILE_VARIABLE})"
+            if isinstance(source, FileSource)
+            else f"({PAT_VARIABLE})"
+        )
         details["token type"] = "personal access token (Bearer)"
         details["expires at"] = (
-            "no expiry date" if pat.expires_at is None else f"{pat.expires_at:%Y-%m-%d %H:%M} UTC"
+            "not known: the Business Dashboard shows it"
+            if pat.expires_at is None
+            else f"{pat.expires_at:%Y-%m-%d %H:%M} UTC"
         )
     details["access token"] = (
         access_token if args.show else mask(access_token) + "  (--show prints it)"

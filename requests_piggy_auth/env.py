@@ -11,6 +11,7 @@ from .errors import ConfigurationError
 from .policy import BASE_URL_VARIABLE, DEFAULT_BASE_URL
 
 PAT_VARIABLE = "PIGGY_PERSONAL_ACCESS_TOKEN"
+PAT_FILE_VARIABLE = "PIGGY_PERSONAL_ACCESS_TOKEN_FILE"
 CLIENT_ID_VARIABLE = "PIGGY_CLIENT_ID"
 CLIENT_SECRET_VARIABLE = "PIGGY_CLIENT_SECRET"
 
@@ -18,8 +19,10 @@ CLIENT_SECRET_VARIABLE = "PIGGY_CLIENT_SECRET"
 def from_env(environ: Mapping[str, str] | None = None, **options: Any) -> PiggyAuth:
     """The auth the environment describes.
 
-    ``PIGGY_PERSONAL_ACCESS_TOKEN`` gives a :class:`PersonalAccessTokenAuth`;
-    otherwise ``PIGGY_CLIENT_ID`` and ``PIGGY_CLIENT_SECRET`` give a
+    ``PIGGY_PERSONAL_ACCESS_TOKEN`` gives a :class:`PersonalAccessTokenAuth`, and
+    so does ``PIGGY_PERSONAL_ACCESS_TOKEN_FILE``, the path of a file holding the
+    token (:meth:`~PersonalAccessTokenAuth.from_file`: replace the file to rotate
+    it); otherwise ``PIGGY_CLIENT_ID`` and ``PIGGY_CLIENT_SECRET`` give a
     :class:`ClientCredentialsAuth`. ``PIGGY_BASE_URL`` overrides the base URL.
     Each value is stripped of surrounding whitespace (a newline from an env
     file, say); a blank one counts as not set.
@@ -29,13 +32,25 @@ def from_env(environ: Mapping[str, str] | None = None, **options: Any) -> PiggyA
     :raises ConfigurationError: when the variables are missing or invalid.
     """
     env = os.environ if environ is None else environ
-    pat, client_id, secret, base_url = (
+    pat, pat_file, client_id, secret, base_url = (
         env.get(name, "").strip()
-        for name in (PAT_VARIABLE, CLIENT_ID_VARIABLE, CLIENT_SECRET_VARIABLE, BASE_URL_VARIABLE)
+        for name in (
+            PAT_VARIABLE,
+            PAT_FILE_VARIABLE,
+            CLIENT_ID_VARIABLE,
+            CLIENT_SECRET_VARIABLE,
+            BASE_URL_VARIABLE,
+        )
     )
     try:
+        if pat and pat_file:
+            raise ConfigurationError(f"set {PAT_VARIABLE} or {PAT_FILE_VARIABLE}, not both")
         if pat:
             return PersonalAccessTokenAuth(pat, base_url=base_url or DEFAULT_BASE_URL, **options)
+        if pat_file:
+            return PersonalAccessTokenAuth.from_file(
+                pat_file, base_url=base_url or DEFAULT_BASE_URL, **options
+            )
         missing = [
             name
             for name, value in ((CLIENT_ID_VARIABLE, client_id), (CLIENT_SECRET_VARIABLE, secret))
@@ -43,7 +58,8 @@ def from_env(environ: Mapping[str, str] | None = None, **options: Any) -> PiggyA
         ]
         if missing:
             raise ConfigurationError(
-                f"no Piggy credentials in the environment: set {PAT_VARIABLE}, or set "
+                f"no Piggy credentials in the environment: set {PAT_VARIABLE} (or "
+                f"{PAT_FILE_VARIABLE}), or set "
                 f"{CLIENT_ID_VARIABLE} and {CLIENT_SECRET_VARIABLE} (missing: {', '.join(missing)})"
             )
         return ClientCredentialsAuth(

@@ -12,13 +12,15 @@ import math
 import os
 import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeoutError
 from datetime import datetime, timedelta, timezone
 from functools import partial
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
-from .cache import Lease, TokenCache, client_key, shared_cache
+from .cache import CacheKey, Lease, TokenCache, client_key, shared_cache
 from .challenges import token_rejected
-from .errors import TokenExpiredError
+from .errors import InvalidClientError, TokenExpiredError, TokenRequestError
 from .oauth import (
     AsyncTokenSender,
     ClientCredentials,
@@ -119,8 +121,21 @@ class AuthPolicy:
         return False
 
 
+class _Credentials(NamedTuple):
+    """One secret's grant, cache key, and fetch through the policy's own sender."""
+
+    grant: ClientCredentials
+    key: CacheKey
+    fetch: Callable[[], Token]
+
+
 class ClientCredentialsPolicy(AuthPolicy):
     """OAuth client credentials: tokens fetched through a sender, cached and renewed.
+
+    A callable ``client_secret`` is called at construction and again only once
+    per refused token request (``invalid_client``, or a cool-down after one), outside
+    every lock; a different secret is a different cache key, so its token request
+    goes out at once, with no cool-down of the old secret's.
 
     :param send: how to send a token request when :meth:`lease` is given none.
     :param retry: how token requests are retried, and the time budget of one fetch.
@@ -134,7 +149,7 @@ class ClientCredentialsPolicy(AuthPolicy):
     def __init__(
         self,
         client_id: int | str,
-        client_secret: str,
+        client_secret: str | Callable[[], str],
         *,
         send: TokenSender,
         base_url: str | None,
@@ -145,17 +160,29 @@ class ClientCredentialsPolicy(AuthPolicy):
         token_request_format: Literal["json", "form"],
     ) -> None:
         super().__init__(base_url=base_url, allowed_origins=allowed_origins)
-        client_id = client_id_text(client_id)
-        self.grant = ClientCredentials(
-            self.base_url + "/oauth/token", client_id, client_secret, token_request_format
-        )
+        self._client = (self.base_url + "/oauth/token", client_id_text(client_id))
+        self._format = token_request_format
+        self._send = send
         self.cache = shared_cache() if cache is None else cache
         self.timeout = timeout
         self.retry = retry
-        self._key = client_key(self.grant.token_url, client_id, client_secret)
         #: One acquisition's bound: the retry budget plus one more connect timeout.
         self._deadline = self.retry.budget + connect_timeout(timeout)
-        self._fetch_by_default = partial(self._fetch, send)
+        self._secret_source = None if isinstance(client_secret, str) else client_secret
+        secret = client_secret if isinstance(client_secret, str) else client_secret()
+        self._credentials = self._credentials_for(secret)
+        self._reread_lock = threading.Lock()
+        self._reread: tuple[BaseException, Future[bool]] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_reread_lock"]
+        state["_reread"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reread_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(client_id={self.client_id!r}, base_url={self.base_url!r})"
@@ -163,26 +190,41 @@ class ClientCredentialsPolicy(AuthPolicy):
     @property
     def client_id(self) -> str:
         """The OAuth client id."""
-        return self.grant.client_id
+        return self._client[1]
 
     @property
     def token_url(self) -> str:
         """The token endpoint."""
-        return self.grant.token_url
+        return self._client[0]
+
+    @property
+    def grant(self) -> ClientCredentials:
+        """The grant with the secret in use."""
+        return self._credentials.grant
+
+    @property
+    def _key(self) -> CacheKey:
+        return self._credentials.key
 
     def lease(self, send: TokenSender | None = None, *, after: Lease | None = None) -> Lease:
         """The cached token, fetched with ``send`` (default: this auth's own) on a miss.
 
         Token requests are retried by :attr:`retry`, whatever ``send`` is, and
-        waiting for another thread's fetch takes at most its budget.
+        waiting for another thread's fetch takes at most its budget. A refused
+        token request reads a callable secret again; a new one is tried at once.
 
         :param send: how to send a token request, such as
             :class:`~requests_piggy_auth.urllib3.AuthorizedHttp`'s pool.
         :param after: a lease whose 401 :meth:`rejected` judged curable.
         :raises TokenRequestError: (or a subclass) when no token could be had.
         """
-        fetch = self._fetch_by_default if send is None else partial(self._fetch, send)
-        return self.cache.lease(self._key, fetch, timeout=self._deadline, after=after)
+        credentials = self._credentials
+        try:
+            return self._lease(credentials, send, after)
+        except TokenRequestError as exc:
+            if not self._rotated(credentials, exc):
+                raise
+        return self._lease(self._credentials, send, after)
 
     async def alease(self, send: AsyncTokenSender, *, after: Lease | None = None) -> Lease:
         """The cached token, fetched with the async ``send`` on a miss (see :meth:`lease`).
@@ -191,8 +233,13 @@ class ClientCredentialsPolicy(AuthPolicy):
         :param after: a lease whose 401 :meth:`rejected` judged curable.
         :raises TokenRequestError: (or a subclass) when no token could be had.
         """
-        fetch = partial(self._afetch, send)
-        return await self.cache.alease(self._key, fetch, timeout=self._deadline, after=after)
+        credentials = self._credentials
+        try:
+            return await self._alease(credentials, send, after)
+        except TokenRequestError as exc:
+            if not self._rotated(credentials, exc):
+                raise
+        return await self._alease(self._credentials, send, after)
 
     def rejected(self, lease: Lease, www_authenticate: str | None, body: bytes) -> bool:
         """True when the 401 may mean a stale token and evicting it made room for a new one.
@@ -208,16 +255,77 @@ class ClientCredentialsPolicy(AuthPolicy):
 
         :raises TokenRequestError: (or a subclass) when no token could be had.
         """
-        return self._fetch_by_default()
+        return self._credentials.fetch()
 
-    def _fetch(self, send: TokenSender) -> Token:
-        return self._parsed(self.retry.send(send, self.grant.token_request()))
+    def _lease(
+        self, credentials: _Credentials, send: TokenSender | None, after: Lease | None
+    ) -> Lease:
+        fetch = credentials.fetch if send is None else partial(self._fetch, send, credentials.grant)
+        return self.cache.lease(credentials.key, fetch, timeout=self._deadline, after=after)
 
-    async def _afetch(self, send: AsyncTokenSender) -> Token:
-        return self._parsed(await self.retry.asend(send, self.grant.token_request()))
+    async def _alease(
+        self, credentials: _Credentials, send: AsyncTokenSender, after: Lease | None
+    ) -> Lease:
+        fetch = partial(self._afetch, send, credentials.grant)
+        return await self.cache.alease(credentials.key, fetch, timeout=self._deadline, after=after)
 
-    def _parsed(self, response: TokenResponse) -> Token:
-        token = self.grant.parse(response)
+    def _credentials_for(self, secret: str) -> _Credentials:
+        """The grant and cache key of ``secret`` (its scrypt fingerprint, once per secret)."""
+        token_url, client_id = self._client
+        grant = ClientCredentials(token_url, client_id, secret, self._format)
+        key = client_key(token_url, client_id, secret)
+        return _Credentials(grant, key, partial(self._fetch, self._send, grant))
+
+    def _rotated(self, credentials: _Credentials, failure: TokenRequestError) -> bool:
+        """Whether other credentials are in use after ``failure`` for ``credentials``.
+
+        A refusal (``invalid_client``, or a cool-down that one started) reads a
+        callable secret again, once per refusal: the first caller reads it,
+        outside every lock, and callers that got the same refusal wait for that.
+        """
+        refusal = failure if isinstance(failure, InvalidClientError) else failure.__cause__
+        if self._secret_source is None or not isinstance(refusal, InvalidClientError):
+            return False
+        with self._reread_lock:
+            if self._credentials is not credentials:
+                return True  # another caller has read a new secret already
+            if self._reread is not None and self._reread[0] is refusal:
+                read, reading = self._reread[1], False
+            else:
+                read, reading = Future(), True
+                self._reread = (refusal, read)
+        if not reading:
+            try:
+                return read.result(timeout=self._deadline)
+            except FutureTimeoutError:
+                return False  # the secret is still being read: this caller gets the refusal
+        try:
+            read.set_result(self._read_secret(credentials))
+        except BaseException as exc:
+            read.set_exception(exc)
+            raise
+        return read.result()
+
+    def _read_secret(self, credentials: _Credentials) -> bool:
+        """Read the secret again; whether it differs (and is now in use)."""
+        assert self._secret_source is not None
+        secret = self._secret_source()  # the user's code, outside our locks
+        if secret == credentials.grant.client_secret:
+            return False  # the same secret cools down as before
+        rotated = self._credentials_for(secret)  # scrypt, outside our lock
+        with self._reread_lock:
+            if self._credentials is credentials:
+                self._credentials = rotated
+        return True
+
+    def _fetch(self, send: TokenSender, grant: ClientCredentials) -> Token:
+        return self._parsed(self.retry.send(send, grant.token_request()), grant)
+
+    async def _afetch(self, send: AsyncTokenSender, grant: ClientCredentials) -> Token:
+        return self._parsed(await self.retry.asend(send, grant.token_request()), grant)
+
+    def _parsed(self, response: TokenResponse, grant: ClientCredentials) -> Token:
+        token = grant.parse(response)
         log.debug("new token for client %r (expires_in=%s)", self.client_id, token.expires_in)
         return token
 
@@ -285,7 +393,8 @@ class PersonalAccessTokenPolicy(AuthPolicy):
         current = checked_pat(self._source())  # the user's code, outside our locks
         with self._warn_lock:
             if current != lease.access_token:
-                self._token = current
+                if current != self._token:  # the known expiry was the old token's
+                    self._token, self.expires_at = current, None
                 return True
             first = current not in self._rejected
             self._rejected.add(current)

@@ -9,10 +9,12 @@ import re
 import shlex
 import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
+from requests_piggy_auth import PersonalAccessTokenAuth
 from requests_piggy_auth.cli import main, parser
 from requests_piggy_auth.testing import FakePiggy, Malformed
 
@@ -60,6 +62,7 @@ def test_token_shows_type_expiry_and_a_masked_token(
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         f"base URL:     {piggy.url}",
+        "credential:   client credentials (PIGGY_CLIENT_ID, PIGGY_CLIENT_SECRET)",
         f"client:       {CLIENT_ID}",
         "token type:   Bearer",
         "expires in:   3600 s",
@@ -85,11 +88,43 @@ def test_token_with_a_personal_access_token(piggy: FakePiggy) -> None:
     )
 
     assert result.returncode == 0, result.stderr
-    assert "token type:   personal access token (Bearer)" in result.stdout
-    assert "expires at:   no expiry date" in result.stdout
-    assert f"access token: ********{PAT[-4:]}" in result.stdout
+    assert result.stdout.splitlines() == [
+        f"base URL:     {piggy.url}",
+        "credential:   personal access token (PIGGY_PERSONAL_ACCESS_TOKEN)",
+        "token type:   personal access token (Bearer)",
+        "expires at:   not known: the Business Dashboard shows it",
+        f"access token: ********{PAT[-4:]}  (--show prints it)",
+    ]
     assert PAT[:-4] not in result.stdout
     assert piggy.log() == []
+
+
+def test_token_with_a_personal_access_token_file_names_the_file(
+    piggy: FakePiggy, tmp_path: Path
+) -> None:
+    path = tmp_path / "token"
+    path.write_text(PAT + "\n", encoding="utf-8")
+    env = {"PIGGY_BASE_URL": piggy.url, "PIGGY_PERSONAL_ACCESS_TOKEN_FILE": str(path)}
+
+    result = piggy_auth("token", env=env)
+
+    assert result.returncode == 0, result.stderr
+    assert (
+        f"credential:   personal access token (the file {path} in "
+        "PIGGY_PERSONAL_ACCESS_TOKEN_FILE)\n" in result.stdout
+    )
+    assert PAT[:-4] not in result.stdout
+
+
+def test_token_shows_a_known_expiry(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    expiry = datetime(2027, 6, 30, 12, 0, tzinfo=timezone.utc)
+    auth = PersonalAccessTokenAuth(PAT, expires_at=expiry)
+    monkeypatch.setattr("requests_piggy_auth.cli.from_env", lambda: auth)
+
+    assert main(["token"]) == 0
+    assert "expires at:   2027-06-30 12:00 UTC\n" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("command", [["token"], ["get", API]])
@@ -126,8 +161,9 @@ def test_missing_variables_exit_2_and_say_what_to_set(
 
     assert result.returncode == 2
     assert result.stderr == (
-        "piggy-auth: no Piggy credentials in the environment: set PIGGY_PERSONAL_ACCESS_TOKEN, "
-        f"or set PIGGY_CLIENT_ID and PIGGY_CLIENT_SECRET (missing: {missing})\n"
+        "piggy-auth: no Piggy credentials in the environment: set PIGGY_PERSONAL_ACCESS_TOKEN "
+        "(or PIGGY_PERSONAL_ACCESS_TOKEN_FILE), or set "
+        f"PIGGY_CLIENT_ID and PIGGY_CLIENT_SECRET (missing: {missing})\n"
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from requests_piggy_auth import (
@@ -104,3 +106,34 @@ def test_an_auth_made_without_a_base_url_strips_the_variable(
 
     assert auth.base_url == piggy.url
     assert auth.token() == piggy.tokens()[0]
+
+
+def test_a_personal_access_token_file(fake_piggy: FakePiggy, tmp_path: Path) -> None:
+    token = fake_piggy.issue_personal_access_token()
+    path = tmp_path / "token"
+    path.write_text(token + "\n", encoding="utf-8")
+    environ = {
+        "PIGGY_PERSONAL_ACCESS_TOKEN_FILE": f" {path}\n",
+        "PIGGY_CLIENT_ID": "id",
+        "PIGGY_CLIENT_SECRET": "s",
+        "PIGGY_BASE_URL": fake_piggy.url,
+    }
+
+    auth = from_env(environ)
+
+    assert isinstance(auth, PersonalAccessTokenAuth)
+    assert auth.token() == token
+    assert auth.base_url == fake_piggy.url
+
+
+def test_a_token_and_a_token_file_are_one_too_many() -> None:
+    environ = {"PIGGY_PERSONAL_ACCESS_TOKEN": "pat", "PIGGY_PERSONAL_ACCESS_TOKEN_FILE": "/x"}
+    with pytest.raises(ConfigurationError, match="not both"):
+        from_env(environ)
+
+
+def test_an_empty_token_file_is_a_configuration_error(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    path.write_text("\n", encoding="utf-8")
+    with pytest.raises(ConfigurationError, match=r"token file .* is empty"):
+        from_env({"PIGGY_PERSONAL_ACCESS_TOKEN_FILE": str(path)})

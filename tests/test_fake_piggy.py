@@ -351,6 +351,61 @@ def test_a_personal_access_token_expires_at_its_date(piggy: FakePiggy) -> None:
     assert description(get(piggy)) == "The access token expired."
 
 
+def test_single_tokens_are_issued_revoked_and_expired(piggy: FakePiggy) -> None:
+    piggy.clock = FakeClock()
+    first, second, third = (piggy.issue_personal_access_token() for _ in range(3))
+    issued = ClientCredentialsAuth(
+        CLIENT_ID, CLIENT_SECRET, base_url=piggy.url, cache=TokenCache()
+    ).token()
+    assert len({first, second, third}) == 3
+    assert first.startswith("pat-")
+
+    piggy.revoke(first)
+    piggy.expire(issued)
+
+    assert description(get(piggy, token=first)) == "The access token was revoked."
+    assert description(get(piggy, token=issued)) == "The access token expired."
+    assert get(piggy, token=second).status_code == 200
+    assert piggy.tokens() == [issued]  # personal access tokens are not issued ones
+    expiry = datetime(2027, 6, 30, tzinfo=timezone.utc)
+    dated = piggy.issue_personal_access_token(expires_at=expiry)
+    piggy.clock = FakeClock(expiry.timestamp())
+    assert description(get(piggy, token=dated)) == "The access token expired."
+    assert get(piggy, token=third).status_code == 200
+
+
+def test_an_unknown_token_or_client_is_a_key_error_without_the_token(piggy: FakePiggy) -> None:
+    for control in (piggy.revoke, piggy.expire):
+        with pytest.raises(KeyError) as raised:
+            control("tok-CANARY-unknown")
+        assert "CANARY" not in str(raised.value)
+    with pytest.raises(KeyError, match="no client 'nobody'"):
+        piggy.rotate_client_secret("nobody")
+
+
+def test_a_rotated_client_secret_refuses_the_old_one_and_keeps_its_tokens(
+    piggy: FakePiggy,
+) -> None:
+    before = ClientCredentialsAuth(CLIENT_ID, CLIENT_SECRET, base_url=piggy.url, cache=TokenCache())
+    token = before.token()
+
+    chosen = piggy.rotate_client_secret(CLIENT_ID, "the-new-secret")
+    drawn = piggy.rotate_client_secret(CLIENT_ID)
+
+    assert chosen == "the-new-secret"
+    assert len(drawn) >= 24
+    assert (
+        token_request(
+            piggy, grant_type="client_credentials", client_id=CLIENT_ID, client_secret=CLIENT_SECRET
+        ).json()["error"]
+        == "invalid_client"
+    )
+    assert token_request(
+        piggy, grant_type="client_credentials", client_id=CLIENT_ID, client_secret=drawn
+    ).ok
+    assert get(piggy, token=token).status_code == 200
+
+
 # -- faults --------------------------------------------------------------------
 
 

@@ -26,6 +26,7 @@ CORE = {
     "refresh",
     "replay",
     "retry",
+    "sources",
 }
 HTTP_LIBRARIES = {"requests", "urllib3", "httpx"}
 ALLOWED = {"errors": {"requests"}}

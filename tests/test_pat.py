@@ -1,14 +1,26 @@
-"""Issue 16: Piggy's numeric client ids."""
+"""Issue 16: personal access tokens from a string, a callable or a file; Piggy's numeric ids."""
 
 from __future__ import annotations
 
+import copy
 import logging
+import os
+import pickle
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 import requests
 
-from requests_piggy_auth import ClientCredentialsAuth, Lease, PersonalAccessTokenAuth, TokenCache
+from requests_piggy_auth import (
+    ClientCredentialsAuth,
+    ConfigurationError,
+    Lease,
+    PersonalAccessTokenAuth,
+    TokenCache,
+)
 from requests_piggy_auth.policy import AuthPolicy
 from requests_piggy_auth.testing import FakePiggy
 
@@ -79,3 +91,167 @@ def test_the_warning_names_a_known_expiry_and_other_401s_are_not_judged() -> Non
 def test_a_policy_that_cannot_renew_judges_no_401_curable() -> None:
     policy = AuthPolicy(base_url="https://api.piggy.eu", allowed_origins=())
     assert not policy.rejected(Lease("tok"), 'Bearer error="invalid_token"', b"")
+
+
+def test_a_rotation_drops_the_expiry_of_the_old_token() -> None:
+    current = ["old-token"]
+    expiry = datetime(2030, 1, 2, tzinfo=timezone.utc)
+    auth = PersonalAccessTokenAuth(lambda: current[0], expires_at=expiry)
+    current[0] = "new-token"
+    assert auth.rejected(Lease("old-token"), 'Bearer error="invalid_token"', b"")
+    assert (auth.token(), auth.expires_at) == ("new-token", None)
+    # A late 401 for the old token: the source gives the token in use, worth a resend.
+    assert auth.rejected(Lease("old-token"), 'Bearer error="invalid_token"', b"")
+
+
+# -- a token file ----------------------------------------------------------------
+
+
+def write_atomically(path: Path, content: str) -> None:
+    """Replace ``path`` as an operator should: write another file, rename it over."""
+    temporary = path.with_name(path.name + ".new")
+    temporary.write_text(content, encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def test_a_token_file_is_read_once_stripped_and_not_per_request(
+    fake_piggy: FakePiggy, tmp_path: Path
+) -> None:
+    token = fake_piggy.issue_personal_access_token()
+    path = tmp_path / "token"
+    path.write_text(f"{token}\n", encoding="utf-8")
+    auth = PersonalAccessTokenAuth.from_file(path, base_url=fake_piggy.url)
+    path.write_text("not-read-until-a-401\n", encoding="utf-8")
+    with requests.Session() as session:
+        for _ in range(3):
+            assert session.get(fake_piggy.api_url + "/contacts", auth=auth).ok
+    assert {entry.headers["Authorization"] for entry in fake_piggy.log()} == {f"Bearer {token}"}
+    assert "FileSource" in repr(auth._source)
+    assert str(path) in repr(auth._source)
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [("", "is empty"), (" \n", "is empty"), ("two words", "holds a character no token has")],
+)
+def test_a_token_file_without_a_token_is_a_configuration_error(
+    tmp_path: Path, content: str, problem: str
+) -> None:
+    path = tmp_path / "token"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(ConfigurationError, match=problem) as raised:
+        PersonalAccessTokenAuth.from_file(path)
+    assert str(path) in str(raised.value)
+    assert "words" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "make", [lambda p: None, lambda p: p.mkdir(), lambda p: p.write_bytes(b"\xff")]
+)
+def test_an_unreadable_token_file_is_a_configuration_error(tmp_path: Path, make: object) -> None:
+    path = tmp_path / "token"
+    make(path)  # type: ignore[operator]
+    with pytest.raises(ConfigurationError, match="cannot read the personal access token file"):
+        PersonalAccessTokenAuth.from_file(path)
+
+
+def test_a_token_file_emptied_before_a_401_gives_the_error_and_keeps_the_token(
+    fake_piggy: FakePiggy, tmp_path: Path
+) -> None:
+    token = fake_piggy.issue_personal_access_token()
+    path = tmp_path / "token"
+    path.write_text(token, encoding="utf-8")
+    auth = PersonalAccessTokenAuth.from_file(path, base_url=fake_piggy.url)
+    fake_piggy.revoke(token)
+    path.write_text("", encoding="utf-8")  # a writer that truncates first, caught midway
+    with pytest.raises(ConfigurationError, match="is empty"):
+        requests.get(fake_piggy.api_url + "/contacts", auth=auth)
+    assert auth.token() == token  # nothing taken from the empty file
+
+
+def test_a_kubernetes_secret_volume_swap_is_followed(fake_piggy: FakePiggy, tmp_path: Path) -> None:
+    """The kubelet writes a new timestamped folder and switches the ``..data`` symlink."""
+    old, new = fake_piggy.issue_personal_access_token(), fake_piggy.issue_personal_access_token()
+    for folder, token in (("..2026_12_01", old), ("..2026_12_07", new)):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "token").write_text(token + "\n", encoding="utf-8")
+    (tmp_path / "..data").symlink_to("..2026_12_01")
+    (tmp_path / "token").symlink_to("..data/token")
+    auth = PersonalAccessTokenAuth.from_file(tmp_path / "token", base_url=fake_piggy.url)
+    assert requests.get(fake_piggy.api_url + "/contacts", auth=auth).ok
+
+    (tmp_path / "..data_tmp").symlink_to("..2026_12_07")
+    os.replace(tmp_path / "..data_tmp", tmp_path / "..data")  # the atomic swap
+    fake_piggy.revoke(old)
+    response = requests.get(fake_piggy.api_url + "/contacts", auth=auth)
+
+    assert response.ok
+    assert [r.status_code for r in response.history] == [401]
+    assert response.request.headers["Authorization"] == f"Bearer {new}"
+
+
+def test_a_file_auth_survives_pickle_and_deepcopy(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    path.write_text("pat-1", encoding="utf-8")
+    auth = PersonalAccessTokenAuth.from_file(path)
+    path.write_text("pat-2", encoding="utf-8")
+    for copied in (pickle.loads(pickle.dumps(auth)), copy.deepcopy(auth)):
+        assert copied.token() == "pat-1"
+        assert copied.rejected(Lease("pat-1"), 'Bearer error="invalid_token"', b"")
+        assert copied.token() == "pat-2"
+
+
+WORKERS, CALLS, ROTATE_AFTER = 16, 12, 4
+
+
+def test_a_token_file_rewritten_under_16_threads_fails_no_call(
+    fake_piggy: FakePiggy, tmp_path: Path
+) -> None:
+    """Acceptance 1: every call succeeds; each thread sees at most one 401, for the old token."""
+    old = fake_piggy.issue_personal_access_token()
+    path = tmp_path / "token"
+    path.write_text(old + "\n", encoding="utf-8")
+    auth = PersonalAccessTokenAuth.from_file(path, base_url=fake_piggy.url)
+    start, rotated = threading.Barrier(WORKERS), threading.Event()
+    new: list[str] = []
+
+    def rotate() -> None:  # issue the new token, rewrite the file, revoke the old one
+        new.append(fake_piggy.issue_personal_access_token())
+        write_atomically(path, new[0] + "\n")
+        fake_piggy.revoke(old)
+        rotated.set()
+
+    def work(worker: int) -> list[int]:
+        start.wait()
+        statuses = []
+        with requests.Session() as session:
+            session.headers["X-Worker"] = str(worker)
+            for call in range(CALLS):
+                if call == ROTATE_AFTER and worker == 0:
+                    rotate()
+                if call == CALLS - 2:
+                    assert rotated.wait(30)  # every thread's last calls come after the rotation
+                statuses.append(
+                    session.get(fake_piggy.api_url + "/contacts", auth=auth).status_code
+                )
+        return statuses
+
+    with ThreadPoolExecutor(WORKERS) as pool:
+        results = list(pool.map(work, range(WORKERS)))
+
+    assert results == [[200] * CALLS] * WORKERS
+    seen: dict[str, list[tuple[str, int | None]]] = {}
+    for entry in fake_piggy.log("resource"):
+        token = entry.headers["Authorization"].removeprefix("Bearer ")
+        seen.setdefault(entry.headers["X-Worker"], []).append((token, entry.status))
+    assert len(seen) == WORKERS
+    unauthorized = [
+        (token, status) for sent in seen.values() for token, status in sent if status == 401
+    ]
+    assert unauthorized
+    assert {token for token, _ in unauthorized} == {old}
+    for sent in seen.values():
+        assert sum(status == 401 for _, status in sent) <= 1
+        tokens = [token for token, _ in sent]
+        first_new = tokens.index(new[0])  # the file was re-read: the old token never again
+        assert set(tokens[first_new:]) == {new[0]}

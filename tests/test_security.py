@@ -9,6 +9,7 @@ import logging
 import traceback
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Literal
 from urllib.parse import quote, quote_plus
 
@@ -20,6 +21,7 @@ from werkzeug import Request, Response
 from requests_piggy_auth import (
     ClientCredentialsAuth,
     ConfigurationError,
+    InvalidClientError,
     PersonalAccessTokenAuth,
     RetryPolicy,
     TokenCache,
@@ -369,6 +371,48 @@ def test_canaries_hidden_for_personal_access_tokens(exposure: Exposure) -> None:
         ConfigurationError,
         ConfigurationError,
     ]
+    exposure.assert_hidden()
+
+
+def test_canaries_hidden_for_a_personal_access_token_file(
+    piggy: FakePiggy, exposure: Exposure, tmp_path: Path
+) -> None:
+    path = tmp_path / "token"
+    path.write_text(CANARY_TOKEN + "\n", encoding="utf-8")
+    piggy.add_personal_access_token(CANARY_TOKEN)
+    auth = PersonalAccessTokenAuth.from_file(path, base_url=piggy.url)
+    piggy.revoke(CANARY_TOKEN)
+    path.write_text(CANARY_TOKEN + " x", encoding="utf-8")  # a broken rewrite
+    exposure.error(lambda: requests.get(piggy.url + API, auth=auth))
+    exposure.error(lambda: from_env({"PIGGY_PERSONAL_ACCESS_TOKEN_FILE": str(path)}))
+    path.write_text(CANARY_TOKEN, encoding="utf-8")
+    with requests.Session() as session:  # the token refused: one WARNING, without it
+        assert session.get(piggy.url + API, auth=auth).status_code == 401
+    exposure.objects += [auth, auth._source]
+
+    assert [type(error) for error in exposure.errors] == [ConfigurationError] * 2
+    assert "refused" in exposure.caplog.text
+    exposure.assert_hidden()
+
+
+def test_canaries_hidden_for_a_callable_secret_that_rotates(
+    piggy: FakePiggy, cache: TokenCache, exposure: Exposure
+) -> None:
+    piggy.add_client(ECHO_CLIENT, ECHO_SECRET)
+    secrets = iter([ECHO_SECRET, CLIENT_SECRET, ""])
+    auth = ClientCredentialsAuth(
+        ECHO_CLIENT, lambda: next(secrets), base_url=piggy.url, cache=cache
+    )
+    assert auth.token()
+    piggy.rotate_client_secret(ECHO_CLIENT, "s3cret-CANARY-rotated-5ecret")
+    cache.clear()
+    exposure.error(auth.token)  # refused; the next secret is refused too
+    exposure.error(auth.token)  # cooling down after that; the source gives an empty secret
+    exposure.objects += [auth, auth.grant, auth._credentials, auth.grant.token_request()]
+
+    assert [type(error) for error in exposure.errors] == [InvalidClientError, ValueError]
+
+    assert "s3cret-CANARY-rotated" not in exposure.text()
     exposure.assert_hidden()
 
 

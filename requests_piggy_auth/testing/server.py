@@ -234,6 +234,43 @@ class FakePiggy:
         with self._lock:
             self._credentials[token] = _Credential(None, expiry)
 
+    def issue_personal_access_token(self, expires_at: datetime | None = None) -> str:
+        """A new personal access token, accepted until ``expires_at`` if given, as the
+        Business Dashboard creates one."""
+        token = "pat-" + secrets.token_urlsafe(32)
+        self.add_personal_access_token(token, expires_at)
+        return token
+
+    def revoke(self, token: str) -> None:
+        """Revoke one token: a personal access token or one the server issued.
+
+        :raises KeyError: for a token the server does not know.
+        """
+        self._update_credential(token, lambda c: replace(c, revoked=True))
+
+    def expire(self, token: str) -> None:
+        """Expire one token now: a personal access token or one the server issued.
+
+        :raises KeyError: for a token the server does not know.
+        """
+        now = self.clock()
+        self._update_credential(token, lambda c: replace(c, expires_at=min(c.expires_at, now)))
+
+    def rotate_client_secret(self, client_id: str, new_secret: str | None = None) -> str:
+        """Give ``client_id`` a new secret (``None``: a random one) and return it.
+
+        The old secret is refused (``invalid_client``) from now on; tokens issued
+        with it stay valid, as a rotation in the Business Dashboard leaves them.
+
+        :raises KeyError: for a client the server does not know.
+        """
+        secret = secrets.token_urlsafe(24) if new_secret is None else new_secret
+        with self._lock:
+            if client_id not in self._clients:
+                raise KeyError(f"no client {client_id!r}")
+            self._clients[client_id] = secret
+        return secret
+
     def add_contact(self, email: str, **fields: Any) -> Contact:
         """Store a contact with ``email`` and any other ``fields``; returns it with its ``uuid``."""
         return self.contacts.add(email, **fields)
@@ -445,6 +482,12 @@ class FakePiggy:
             remaining = math.inf if times is None else times
             self._rules.append(_Rule(fault, route, remaining, until, client_id))
         return fault
+
+    def _update_credential(self, token: str, change: Callable[[_Credential], _Credential]) -> None:
+        with self._lock:
+            if token not in self._credentials:
+                raise KeyError("no such token")  # never the token itself: it may be a real one
+            self._credentials[token] = change(self._credentials[token])
 
     def _update_credentials(self, change: Callable[[_Credential], _Credential]) -> None:
         with self._lock:
