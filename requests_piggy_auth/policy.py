@@ -7,6 +7,7 @@ cured by a new one. A policy sends nothing itself: it is given a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import os
@@ -237,7 +238,8 @@ class ClientCredentialsPolicy(AuthPolicy):
         try:
             return await self._alease(credentials, send, after)
         except TokenRequestError as exc:
-            if not self._rotated(credentials, exc):
+            # The secret's source and its fingerprint run in a thread: the loop runs on.
+            if not await asyncio.to_thread(self._rotated, credentials, exc):
                 raise
         return await self._alease(self._credentials, send, after)
 
