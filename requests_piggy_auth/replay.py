@@ -120,13 +120,16 @@ def rewinder(body: object) -> Callable[[], object] | None:
     """How to put ``body`` back where it starts, or ``None`` if it cannot be replayed.
 
     In memory (str, bytes and any other bytes-like object) it needs nothing; a
-    seekable file is sought back to where it is now.
+    seekable file is sought back to where it is now. A stream that can tell where it
+    is but not seek (``seekable()`` false) cannot be replayed.
     """
     if body is None or isinstance(body, (bytes, bytearray, memoryview, str)):
         return stay
     try:
-        return partial(body.seek, body.tell())  # type: ignore[attr-defined]
-    except (AttributeError, OSError):
+        if getattr(body, "seekable", lambda: True)():
+            return partial(body.seek, body.tell())  # type: ignore[attr-defined]
+        return None
+    except (AttributeError, OSError, ValueError):  # no file, or a closed one
         pass
     try:
         memoryview(body)  # type: ignore[arg-type]

@@ -31,8 +31,10 @@ from .conftest import (
     CLIENT_ID,
     CLIENT_SECRET,
     BrokenServer,
+    MakeAuth,
     answer,
     authorizations,
+    invalid_token,
     seen_authorization,
 )
 from .test_responses import broken_auth, broken_http
@@ -404,3 +406,22 @@ def test_urllib3s_redirect_limit_is_kept(piggy: FakePiggy, http: AuthorizedHttp)
 
     assert response.status == 302
     assert piggy.stats().resource_requests == 0
+
+
+def test_a_body_that_tells_but_cannot_seek_is_not_resent_and_the_401_goes_back(
+    piggy: FakePiggy,
+    make_auth: MakeAuth,
+    other: HTTPServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A streamed download passed on as an upload tells how far it has been read, but
+    cannot seek: it cannot be replayed, so the 401 goes back with the warning."""
+    other.expect_request("/download").respond_with_data(b'{"email": "a@example.com"}')
+    piggy.fault_resources(invalid_token, times=1)
+    with AuthorizedHttp(make_auth(cache=TokenCache())) as http:
+        download = http.request("GET", other.url_for("/download"), preload_content=False)
+        response = http.request("POST", piggy.url + API, body=download)
+
+    assert response.status == 401
+    assert len(piggy.log("resource")) == 1
+    assert any("not resent" in record.getMessage() for record in caplog.records)
