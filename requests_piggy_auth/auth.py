@@ -196,8 +196,9 @@ class PersonalAccessTokenAuth(PersonalAccessTokenPolicy, PiggyAuth):
     :param base_url: the API's base URL. Must be https unless loopback.
         ``None``: ``$PIGGY_BASE_URL``, else ``https://api.piggy.eu``.
     :param allowed_origins: more origins (URLs) that may receive the token.
-    :raises ValueError: for an empty token, one with whitespace or control
-        characters, or a bad URL.
+    :raises ConfigurationError: (a ``ValueError``) for an empty token or one with
+        whitespace or control characters, here or from the callable after a 401.
+    :raises ValueError: for a bad URL.
     """
 
     def __init__(

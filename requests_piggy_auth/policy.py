@@ -21,7 +21,7 @@ from typing import Any, Literal, NamedTuple
 
 from .cache import CacheKey, Lease, TokenCache, client_key, shared_cache
 from .challenges import token_rejected
-from .errors import InvalidClientError, TokenExpiredError, TokenRequestError
+from .errors import ConfigurationError, InvalidClientError, TokenExpiredError, TokenRequestError
 from .oauth import (
     AsyncTokenSender,
     ClientCredentials,
@@ -429,13 +429,14 @@ class PersonalAccessTokenPolicy(AuthPolicy):
                 )
 
 
-def checked_pat(token: str) -> str:
-    """``token`` if it can be a personal access token.
+def checked_pat(token: object) -> str:
+    """``token`` if it can be a personal access token (its source may be the user's code).
 
-    :raises ValueError: for an empty token or one with whitespace or control characters.
+    :raises ConfigurationError: (a ``ValueError``) for anything but a non-empty string
+        without whitespace or control characters; the message never shows it.
     """
     if not is_valid_token(token):
-        raise ValueError(
+        raise ConfigurationError(
             "personal access token must be a non-empty string without whitespace or "
             "control characters"
         )

@@ -93,6 +93,26 @@ def test_a_policy_that_cannot_renew_judges_no_401_curable() -> None:
     assert not policy.rejected(Lease("tok"), 'Bearer error="invalid_token"', b"")
 
 
+@pytest.mark.parametrize("rotated", ["new-token\n", "", None, b"new-token"])
+def test_a_source_that_gives_an_unusable_token_after_a_401_is_a_configuration_error(
+    fake_piggy: FakePiggy, rotated: object
+) -> None:
+    """A rotation script that writes the new token with a newline, or a source that gives
+    nothing or bytes: a typed error that does not show what it gave, and the token kept."""
+    fake_piggy.add_personal_access_token("old-token")
+    current: list[object] = ["old-token"]
+    auth = PersonalAccessTokenAuth(lambda: current[0], base_url=fake_piggy.url)  # type: ignore[arg-type,return-value]
+    with requests.Session() as session:
+        assert session.get(fake_piggy.api_url + "/contacts", auth=auth).status_code == 200
+        fake_piggy.revoke_all()
+        current[0] = rotated
+        with pytest.raises(ConfigurationError) as caught:
+            session.get(fake_piggy.api_url + "/contacts", auth=auth)
+
+    assert "new-token" not in str(caught.value)
+    assert auth.lease().access_token == "old-token"
+
+
 def test_a_rotation_drops_the_expiry_of_the_old_token() -> None:
     current = ["old-token"]
     expiry = datetime(2030, 1, 2, tzinfo=timezone.utc)

@@ -367,7 +367,7 @@ def test_canaries_hidden_for_personal_access_tokens(exposure: Exposure) -> None:
 
     assert [type(error) for error in exposure.errors] == [
         TokenExpiredError,
-        ValueError,
+        ConfigurationError,
         ConfigurationError,
         ConfigurationError,
     ]
