@@ -46,7 +46,7 @@ from concurrent.futures import Future, InvalidStateError, wait
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from cachetools import LRUCache
+from cachetools import Cache, LRUCache
 
 from .errors import TokenRequestError
 from .events import (
@@ -161,9 +161,11 @@ class Lease:
 
         Only an answer that an authenticated request gets counts as the server
         accepting it: not a 401, nor what a gateway may answer on its own
-        (a 5xx, 429, 407).
+        (a redirect, a 5xx, 429, 407).
         """
-        if status < 500 and status not in _SAYS_NOTHING_OF_THE_TOKEN:
+        if (200 <= status < 300 or 400 <= status < 500) and (
+            status not in _SAYS_NOTHING_OF_THE_TOKEN
+        ):
             self.accepted = True
 
 
@@ -280,9 +282,9 @@ class _Flight:
     order: int
     deadline: float
     renewal: bool = False
-    replacing: str | None = None
+    replacing: str | None = field(default=None, repr=False)
     fresher_than: float | None = None
-    rejected: tuple[str, ...] = ()
+    rejected: tuple[str, ...] = field(default=(), repr=False)
     #: When it started, on the cache's clock.
     started: float = 0.0
 
@@ -304,7 +306,7 @@ class _Record:
     rejected_order: int = -1
     rejected_at: float = -math.inf
     #: Tokens rejected since the last fetch, for the next one to tell the store.
-    rejected: tuple[str, ...] = ()
+    rejected: tuple[str, ...] = field(default=(), repr=False)
     #: A 401 evicted the key's token and no token has come since.
     renewing: bool = False
     #: The last fetch's outcome (``"success"`` or ``"error"``) and duration.
@@ -323,6 +325,10 @@ class _Records(LRUCache[CacheKey, _Record]):
     def __init__(self, maxsize: int) -> None:
         super().__init__(maxsize)
         self.tokens: dict[CacheKey, _Entry] = {}
+
+    def peek(self) -> list[tuple[CacheKey, _Record]]:
+        """Each key and record, without counting as a use of any."""
+        return [(key, Cache.__getitem__(self, key)) for key in Cache.__iter__(self)]
 
     def popitem(self) -> tuple[CacheKey, _Record]:
         key, record = super().popitem()
@@ -513,11 +519,15 @@ class TokenCache:
 
     def remove_listener(self, listener: Listener) -> None:
         """Stop calling ``listener`` (one registration of it; none: nothing)."""
-        with self._lock:
-            listeners = list(self._listeners)
-            if listener in listeners:
-                listeners.remove(listener)
-            self._listeners = tuple(listeners)
+        while True:
+            listeners = self._listeners
+            kept = list(listeners)
+            if listener in kept:  # the listeners' __eq__: outside the lock
+                kept.remove(listener)
+            with self._lock:
+                if self._listeners is listeners:  # else one came or went meanwhile
+                    self._listeners = tuple(kept)
+                    return
 
     def status(self) -> list[dict[str, Any]]:
         """Each client's state as plain data for a health endpoint: no token, no secret.
@@ -526,7 +536,7 @@ class TokenCache:
         """
         now = self.clock()
         with self._lock:
-            rows = [(key, record, self._hits.get(key)) for key, record in self._records.items()]
+            rows = [(key, record, self._hits.get(key)) for key, record in self._records.peek()]
         return [_status(key, record, entry, now) for key, record, entry in rows]
 
     def reject(self, key: CacheKey, lease: Lease) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -17,6 +18,7 @@ from requests_piggy_auth.cache import FETCH_THREAD
 from requests_piggy_auth.oauth import Token
 from requests_piggy_auth.testing import FakeClock
 
+from .test_cooldown import fails
 from .test_refresh_ahead import REFRESH_POINT, refreshed
 
 KEY = ("https://api.piggy.eu/oauth/token", "client")
@@ -307,8 +309,12 @@ def test_an_interrupt_before_the_fetch_thread_runs_leaves_no_flight_behind(
     ("status", "accepted"),
     [
         (200, True),
+        (204, True),
         (404, True),
         (403, True),
+        (301, False),
+        (304, False),
+        (101, False),
         (401, False),
         (429, False),
         (503, False),
@@ -422,3 +428,42 @@ def test_exit_waits_for_no_fetch_without_a_deadline(clock: FakeClock) -> None:
         assert not caller.done()
         answer.set()
         assert caller.result(30) == "late"
+
+
+def test_a_status_read_changes_no_clients_place_in_line_for_eviction(clock: FakeClock) -> None:
+    cache = TokenCache(maxsize=2, clock=clock)
+    a, b, c = ("u", "a", "f"), ("u", "b", "f"), ("u", "c", "f")
+    first = cache.lease(a, lambda: Token("a1", expires_in=1000))
+    cache.lease(b, lambda: Token("b1", expires_in=1000))
+    assert cache.reject(a, first)
+    cache.lease(a, lambda: Token("a2", expires_in=1000), after=first)  # A used last
+    cache.status()  # a health check
+    cache.lease(c, lambda: Token("c1", expires_in=1000))  # one client must go: B
+
+    assert sorted(row["client_id"] for row in cache.status()) == ["a", "c"]
+
+
+#: A token in use, not to be seen (a constant: no local of the test's frame holds it).
+LIVE = "live-token-0123456789abcdef"
+
+
+def test_a_failed_refresh_shows_no_token_in_the_locals_of_its_traceback(
+    clock: FakeClock,
+) -> None:
+    """A failed refresh is the cause of later cool-down errors: error reporters that show
+    a traceback's locals (Sentry, ``--showlocals``) see the fetch's record of it."""
+    cache = TokenCache(
+        clock=clock, jitter=lambda: 0.0, cooldown=CoolDown(first=60, maximum=60, jitter=0)
+    )
+    assert cache.get(KEY, lambda: Token(LIVE, expires_in=3600)) == LIVE
+    clock.advance(REFRESH_POINT)
+    assert cache.get(KEY, lambda: fails(TokenRequestError("HTTP 503", status=503))) == LIVE
+    refreshed()
+    clock.advance(3600 - REFRESH_POINT + 1)  # expired, still cooling down
+    with pytest.raises(TokenRequestError) as raised:
+        cache.get(KEY, lambda: Token("never"))
+
+    report = traceback.TracebackException.from_exception(raised.value, capture_locals=True)
+    text = "".join(report.format())
+    assert "_run" in text  # the refresh thread's frame, with its locals
+    assert LIVE not in text

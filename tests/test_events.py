@@ -213,3 +213,25 @@ def test_two_threads_rejecting_one_token_at_once_tell_one_eviction() -> None:
 
     assert renewable == [True, True]
     assert events == [TokenEvicted("client")]
+
+
+def test_remove_listener_compares_listeners_outside_the_cache_lock() -> None:
+    """A listener's ``__eq__`` is user code: one that uses the cache must not deadlock it."""
+    cache = TokenCache()
+
+    class Listener:
+        def __call__(self, event: Event) -> None:
+            pass
+
+        def __eq__(self, other: object) -> bool:
+            len(cache)  # takes the cache's lock
+            return self is other
+
+        __hash__ = object.__hash__
+
+    first, second = Listener(), Listener()
+    cache.add_listener(first)
+    cache.add_listener(second)
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(cache.remove_listener, second).result(timeout=10)
+    assert cache._listeners == (first,)

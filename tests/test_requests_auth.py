@@ -14,12 +14,13 @@ from typing import Any
 
 import pytest
 import requests
+from werkzeug import Request, Response
 
 from requests_piggy_auth import ClientCredentialsAuth
 from requests_piggy_auth.testing import FakePiggy, json_response
 from requests_piggy_auth.token_session import close_token_session, token_session
 
-from .conftest import API, CLIENT_ID, CLIENT_SECRET, INVALID_TOKEN, MakeEndless
+from .conftest import API, CLIENT_ID, CLIENT_SECRET, INVALID_TOKEN, MakeEndless, invalid_token
 
 
 def get(auth: ClientCredentialsAuth, url: str) -> requests.Response:
@@ -165,3 +166,23 @@ def test_a_timeout_that_could_never_bound_a_token_request_is_refused(
 def test_timeouts_requests_takes_are_taken(piggy: FakePiggy, timeout: object) -> None:
     auth = ClientCredentialsAuth(CLIENT_ID, CLIENT_SECRET, base_url=piggy.url, timeout=timeout)  # type: ignore[arg-type]
     assert auth.timeout == timeout
+
+
+def test_a_gateway_redirect_before_every_401_costs_no_token_request_per_call(
+    piggy: FakePiggy, auth: ClientCredentialsAuth
+) -> None:
+    """A redirect a gateway answers on its own (a trailing slash) says nothing of the
+    token: a server behind it that rejects every token still costs one renewal per
+    interval, not one per call."""
+
+    def gateway(request: Request) -> Response:
+        if not request.path.endswith("/"):
+            return Response(status=301, headers={"Location": request.path + "/"})
+        return invalid_token(request)
+
+    piggy.fault_resources(gateway)
+    with requests.Session() as session:
+        statuses = [session.get(piggy.url + API, auth=auth).status_code for _ in range(5)]
+
+    assert statuses == [401] * 5
+    assert piggy.stats().token_requests == 2  # the first token, one renewal in the interval
