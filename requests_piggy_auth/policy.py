@@ -16,9 +16,10 @@ from datetime import datetime, timedelta, timezone
 from functools import partial
 from typing import Any, Literal
 
-from .cache import Lease, TokenCache, client_key, shared_cache
+from .cache import Lease, TokenCache, aobserved, client_key, observed, shared_cache
 from .challenges import token_rejected
 from .errors import TokenExpiredError
+from .events import Resent
 from .oauth import (
     AsyncTokenSender,
     ClientCredentials,
@@ -118,6 +119,10 @@ class AuthPolicy:
         """
         return False
 
+    def resent(self, adapter: str, outcome: Resent) -> None:
+        """Tell the token cache's listeners that a request was resent after a 401 (a
+        policy without a cache tells no one)."""
+
 
 class ClientCredentialsPolicy(AuthPolicy):
     """OAuth client credentials: tokens fetched through a sender, cached and renewed.
@@ -203,6 +208,10 @@ class ClientCredentialsPolicy(AuthPolicy):
         """
         return token_rejected(www_authenticate, body) and self.cache.reject(self._key, lease)
 
+    def resent(self, adapter: str, outcome: Resent) -> None:
+        """Tell the cache's listeners that a request was resent after a 401."""
+        self.cache.resent(self._key, adapter, outcome)
+
     def fetch_token(self) -> Token:
         """A new token straight from the token endpoint, past the cache (for tools).
 
@@ -211,10 +220,10 @@ class ClientCredentialsPolicy(AuthPolicy):
         return self._fetch_by_default()
 
     def _fetch(self, send: TokenSender) -> Token:
-        return self._parsed(self.retry.send(send, self.grant.token_request()))
+        return self._parsed(self.retry.send(observed(send), self.grant.token_request()))
 
     async def _afetch(self, send: AsyncTokenSender) -> Token:
-        return self._parsed(await self.retry.asend(send, self.grant.token_request()))
+        return self._parsed(await self.retry.asend(aobserved(send), self.grant.token_request()))
 
     def _parsed(self, response: TokenResponse) -> Token:
         token = self.grant.parse(response)
