@@ -330,3 +330,58 @@ def test_a_store_falling_back_and_recovering_is_told_once_each(clock: FakeClock)
     assert [e for e in heard if not isinstance(e, TokenFetched)] == news
     assert told == news
     assert not store.health.failing
+
+
+def test_a_listener_blocking_one_fetch_holds_up_no_other_key_thread_or_renewal(
+    clock: FakeClock,
+) -> None:
+    cache = TokenCache(clock=clock)
+    first, entered, release = threading.Lock(), threading.Event(), threading.Event()
+
+    def blocking(event: Event) -> None:
+        if first.acquire(blocking=False):  # the first event only: "a"'s token
+            entered.set()
+            release.wait(30)
+
+    heard = Heard()
+    cache.add_listener(blocking)
+    cache.add_listener(heard)
+    key_a = (KEY[0], "a")
+    assert cache.get(key_a, functools.partial(Token, "a1")) == "a1"
+    assert entered.wait(30)  # the fetching thread for "a" is held in the listener
+
+    def other(n: int) -> str:
+        return cache.get((KEY[0], f"other{n}"), functools.partial(Token, f"o{n}"))
+
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(other, range(4))) == ["o0", "o1", "o2", "o3"]
+    heard.wait(4)  # their fetches were told, while "a"'s still is not
+    lease = cache.lease(key_a, functools.partial(Token, "a1"))
+    assert cache.reject(key_a, lease)  # told in this thread: the listener lets it pass
+    assert cache.lease(key_a, functools.partial(Token, "a2"), after=lease).access_token == "a2"
+    heard.wait(2)
+    assert [e for e in heard if e.client_id == "a"] == [  # type: ignore[union-attr]
+        TokenEvicted("a"),
+        TokenFetched("a", "rejected", 0.0, 300.0),
+    ]
+    release.set()
+    heard.wait(1)
+    assert heard[-1] == TokenFetched("a", "cold", 0.0, 300.0)
+
+
+def test_a_listener_that_raises_in_the_callers_thread_never_fails_a_resend(
+    piggy: FakePiggy, make_auth: MakeAuth, cache: TokenCache
+) -> None:
+    told: list[Event] = []
+
+    def broken(event: Event) -> None:
+        told.append(event)
+        raise RuntimeError("listener bug")
+
+    auth = make_auth()
+    auth.token()
+    cache.add_listener(broken)
+    piggy.revoke_all()
+    assert requests.get(piggy.url + API, auth=auth, timeout=10).status_code == 200
+    assert TokenEvicted(CLIENT_ID) in told  # told in the caller's thread, and raised there
+    assert RequestResent(CLIENT_ID, "requests", "success") in told
