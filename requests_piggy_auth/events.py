@@ -17,6 +17,22 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+__all__ = [
+    "CooldownEnded",
+    "CooldownStarted",
+    "Event",
+    "FetchFailed",
+    "How",
+    "Listener",
+    "RequestResent",
+    "Resent",
+    "StoreFellBack",
+    "StoreHealth",
+    "StoreRecovered",
+    "TokenEvicted",
+    "TokenFetched",
+]
+
 log = logging.getLogger("requests_piggy_auth")
 
 #: Why a token was requested: none cached, a refresh ahead of time, or after a 401.
@@ -96,6 +112,7 @@ class StoreRecovered:
     store: str
 
 
+#: Any of the events.
 Event = (
     TokenFetched
     | FetchFailed
@@ -106,6 +123,7 @@ Event = (
     | StoreFellBack
     | StoreRecovered
 )
+#: What :meth:`~requests_piggy_auth.TokenCache.add_listener` takes: called with each event.
 Listener = Callable[[Event], object]
 
 
