@@ -63,7 +63,7 @@ from .events import (
     TokenFetched,
     dispatch,
 )
-from .oauth import AsyncTokenSender, Token, TokenSender
+from .oauth import AsyncTokenSender, Token, TokenRequest, TokenResponse, TokenSender
 from .refresh import MAX_LEEWAY_SHARE, RefreshMargin
 
 #: ``(token_url, client_id, secret fingerprint)``: different credentials never share a
@@ -241,19 +241,36 @@ class TokenRequestObserver(Protocol):
         """:meth:`sender` for an async ``send``."""
 
 
-#: The observer of the fetch this thread or task runs, with its client id and reason.
-_fetching: contextvars.ContextVar[tuple[TokenRequestObserver, str, How] | None] = (
-    contextvars.ContextVar("piggy_auth_fetching", default=None)
+class _Tally:
+    """How many token requests one fetch has sent."""
+
+    __slots__ = ("sent",)
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+
+#: The fetch this thread or task runs: the cache's observer, the client id, why, its tally.
+_Fetching = tuple[TokenRequestObserver | None, str, How, _Tally]
+_fetching: contextvars.ContextVar[_Fetching | None] = contextvars.ContextVar(
+    "piggy_auth_fetching", default=None
 )
 
 
 def observed(send: TokenSender) -> TokenSender:
-    """``send`` as the observer of the fetch running here sees it (itself without one)."""
+    """``send`` counted for the fetch running here, and watched by its observer, if any
+    (``send`` itself outside a fetch)."""
     fetching = _fetching.get()
     if fetching is None:
         return send
-    observer, client_id, how = fetching
-    return observer.sender(send, client_id, how)
+    observer, client_id, how, tally = fetching
+    watched = send if observer is None else observer.sender(send, client_id, how)
+
+    def counted(request: TokenRequest) -> TokenResponse:
+        tally.sent += 1
+        return watched(request)
+
+    return counted
 
 
 def aobserved(send: AsyncTokenSender) -> AsyncTokenSender:
@@ -261,8 +278,14 @@ def aobserved(send: AsyncTokenSender) -> AsyncTokenSender:
     fetching = _fetching.get()
     if fetching is None:
         return send
-    observer, client_id, how = fetching
-    return observer.async_sender(send, client_id, how)
+    observer, client_id, how, tally = fetching
+    watched = send if observer is None else observer.async_sender(send, client_id, how)
+
+    async def counted(request: TokenRequest) -> TokenResponse:
+        tally.sent += 1
+        return await watched(request)
+
+    return counted
 
 
 @dataclass(frozen=True)
@@ -331,6 +354,8 @@ class _Flight:
     rejected: tuple[str, ...] = ()
     #: When it started, on the cache's clock.
     started: float = 0.0
+    #: The token requests its fetch sent (through :func:`observed`).
+    tally: _Tally = field(default_factory=_Tally)
 
     @property
     def how(self) -> How:
@@ -452,8 +477,7 @@ class TokenCache:
         self._listeners: tuple[Listener, ...] = ()
         #: Watches every token request of this cache's fetches (``None``: none does).
         self.observer: TokenRequestObserver | None = None
-        health = getattr(store, "health", None)
-        if isinstance(health, StoreHealth):
+        if isinstance(health := getattr(store, "health", None), StoreHealth):
             health.watch(self._tell)
         _register_for_fork(self)
 
@@ -758,12 +782,9 @@ class TokenCache:
         if events:
             dispatch(self._listeners, events)
 
-    def _watching(
-        self, key: CacheKey, flight: _Flight
-    ) -> tuple[TokenRequestObserver, str, How] | None:
-        """What :func:`observed` gives ``flight``'s token requests to watch them."""
-        observer = self.observer
-        return None if observer is None else (observer, key[1], flight.how)
+    def _watching(self, key: CacheKey, flight: _Flight) -> _Fetching:
+        """What :func:`observed` needs to count and watch ``flight``'s token requests."""
+        return (self.observer, key[1], flight.how, flight.tally)
 
     def _wait(self, key: CacheKey, flight: _Flight, deadline: float) -> Lease:
         """``flight``'s lease, waiting no later than ``deadline`` or the flight's own."""
@@ -1021,13 +1042,13 @@ def _events(
 ) -> list[Event]:
     """What listeners hear of a flight's end: its token or failure, and a cool-down
     started (``pause``, after ``count`` failures) or ended (after ``ended``)."""
-    duration = now - flight.started
+    duration, how, sent = now - flight.started, flight.how, flight.tally.sent
     if isinstance(result, _Entry):
-        fetched = TokenFetched(client_id, flight.how, duration, result.expires_at - now)
+        fetched = TokenFetched(client_id, how, duration, result.expires_at - now, sent)
         return [fetched, CooldownEnded(client_id, ended)] if ended else [fetched]
     status = result.status if isinstance(result, TokenRequestError) else None
     events: list[Event] = [
-        FetchFailed(client_id, flight.how, duration, type(result).__name__, status)
+        FetchFailed(client_id, how, duration, type(result).__name__, status, sent)
     ]
     if pause is not None:  # only an Exception cools a key down
         events.append(CooldownStarted(client_id, pause, count))

@@ -43,23 +43,27 @@ Resent = Literal["success", "rejected", "error"]
 
 @dataclass(frozen=True)
 class TokenFetched:
-    """A token request succeeded (``duration`` in seconds on the cache's clock)."""
+    """A fetch got a token (``duration`` in seconds on the cache's clock), after
+    ``attempts`` token requests (0: from a store another process filled)."""
 
     client_id: str
     how: How
     duration: float
     expires_in: float
+    attempts: int = 0
 
 
 @dataclass(frozen=True)
 class FetchFailed:
-    """A token request failed: the error's type name and the endpoint's status, if any."""
+    """A fetch failed, after ``attempts`` token requests: the error's type name and the
+    endpoint's status, if any."""
 
     client_id: str
     how: How
     duration: float
     error_type: str
     status: int | None
+    attempts: int = 0
 
 
 @dataclass(frozen=True)

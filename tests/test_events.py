@@ -83,7 +83,7 @@ def test_a_cold_storm_and_a_revocation_tell_what_the_server_saw(
 
     fetched = [e for e in events if isinstance(e, TokenFetched)]
     assert len(fetched) == piggy.stats().token_requests == 2
-    assert [e.how for e in fetched] == ["cold", "rejected"]
+    assert [(e.how, e.attempts) for e in fetched] == [("cold", 1), ("rejected", 1)]
     assert [e for e in events if isinstance(e, TokenEvicted)] == [TokenEvicted(CLIENT_ID)]
     status = json.dumps(cache.status())
     assert json.loads(status)[0]["token_cached"] is True

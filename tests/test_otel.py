@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 from requests_piggy_auth import ClientCredentialsAuth, TokenCache, TokenRequestError, shared_cache
-from requests_piggy_auth.events import Event, TokenFetched
+from requests_piggy_auth.events import Event, FetchFailed, TokenFetched
 from requests_piggy_auth.httpx import HttpxAuth
 from requests_piggy_auth.otel import (
     COOLDOWNS,
@@ -34,6 +34,7 @@ from requests_piggy_auth.otel import (
 from requests_piggy_auth.testing import Drop, FakeClock, FakePiggy, Status
 
 from .conftest import API, CLIENT_ID
+from .test_events import Heard
 
 THREADS = 16
 
@@ -144,6 +145,8 @@ def test_a_cold_storm_and_a_revocation_storm_count_what_the_server_saw(
 def test_an_outage_counts_each_failed_request_and_the_cool_down(
     piggy: FakePiggy, auth: ClientCredentialsAuth, telemetry: Telemetry, clock: FakeClock
 ) -> None:
+    heard = Heard()  # after the instrumentation's listener: told after it
+    auth.cache.add_listener(heard)
     piggy.fault_token_endpoint(Drop(), times=1)
     piggy.fault_token_endpoint(Status(503))
 
@@ -157,6 +160,7 @@ def test_an_outage_counts_each_failed_request_and_the_cool_down(
     clock.advance(60)  # the cool-down is over
     piggy.clear_faults()
     assert call() == 200
+    heard.wait(4)  # failed, cool-down started; fetched, cool-down ended
 
     assert served(piggy) == {"error": 4, "success": 1}  # 3 retries, then the one after
     assert telemetry.requests() == {
@@ -164,6 +168,9 @@ def test_an_outage_counts_each_failed_request_and_the_cool_down(
         (CLIENT_ID, "success", "cold"): 1,
     }
     assert telemetry.counts(COOLDOWNS, "piggy_auth.client_id") == {(CLIENT_ID,): 1}
+    [failed_fetch] = [e for e in heard if isinstance(e, FetchFailed)]
+    [fetched] = [e for e in heard if isinstance(e, TokenFetched)]
+    assert (failed_fetch.attempts, failed_fetch.status, fetched.attempts) == (4, 503, 1)
     failed = [span for span in telemetry.spans() if span.status.status_code is StatusCode.ERROR]
     assert [span.attributes for span in failed] == [
         {

@@ -6,6 +6,7 @@ import base64
 import html
 import json
 import logging
+import threading
 import traceback
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
@@ -27,6 +28,7 @@ from requests_piggy_auth import (
     TokenRequestError,
     from_env,
 )
+from requests_piggy_auth.cache import FETCH_THREAD, REFRESH_THREAD
 from requests_piggy_auth.events import Event
 from requests_piggy_auth.oauth import Token, TokenResponse
 from requests_piggy_auth.otel import instrument, uninstrument
@@ -371,6 +373,9 @@ def test_canaries_hidden_from_events_metrics_spans_and_status(
             exposure.error(lambda: session.get(piggy.url + API))  # cooling down
     finally:
         uninstrument(cache)
+    for thread in threading.enumerate():  # each fetch tells its listeners before it ends
+        if thread.name in (FETCH_THREAD, REFRESH_THREAD):
+            thread.join(30)
 
     assert {type(event).__name__ for event in heard} >= {
         "TokenFetched",
