@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 try:
     from opentelemetry import metrics, trace
     from opentelemetry.trace import SpanKind, Status, StatusCode
-except ImportError as exc:  # pragma: no cover - the otel extra is installed to test
+except ImportError as exc:
     raise ImportError(
         "requests_piggy_auth.otel needs opentelemetry-api: pip install 'requests-piggy-auth[otel]'"
     ) from exc
