@@ -1056,6 +1056,7 @@ def _events(
 
 
 def _warn_renewal_failed(key: CacheKey, error: BaseException, expires_in: float) -> None:
+    """Log that a renewal failed while the current token still has ``expires_in`` seconds."""
     log.warning(
         "renewing the token for client %r failed (%s); using the current token, which "
         "expires in %.0f s",
