@@ -20,8 +20,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 from requests_piggy_auth import ClientCredentialsAuth, TokenCache, TokenRequestError, shared_cache
+from requests_piggy_auth.cache import aobserved, observed
 from requests_piggy_auth.events import Event, FetchFailed, TokenFetched
 from requests_piggy_auth.httpx import HttpxAuth
+from requests_piggy_auth.oauth import TokenRequest, TokenResponse
 from requests_piggy_auth.otel import (
     COOLDOWNS,
     RESENDS,
@@ -277,3 +279,14 @@ def test_by_default_the_shared_cache_and_the_global_providers() -> None:
         uninstrument()
     assert shared_cache().observer is None
     assert shared_cache()._listeners == listeners
+
+
+def test_outside_a_fetch_a_sender_goes_as_it_is() -> None:
+    def send(request: TokenRequest) -> TokenResponse:
+        raise AssertionError("not sent")
+
+    async def asend(request: TokenRequest) -> TokenResponse:
+        raise AssertionError("not sent")
+
+    assert observed(send) is send  # as ClientCredentialsAuth.fetch_token() sends
+    assert aobserved(asend) is asend
