@@ -16,15 +16,19 @@ DEMO = [*TESTING, "rich>=13"]
 REDIS = ["redis>=4.5"]
 # HttpxAuth: the same auth objects and token cache for httpx.Client and httpx.AsyncClient.
 HTTPX = ["httpx>=0.24"]
+# requests_piggy_auth.otel: OpenTelemetry metrics and traces (the API only; the app picks an SDK).
+OTEL = ["opentelemetry-api>=1.20"]
 # `python -m benchmarks`: the libraries we measure ourselves against.
 BENCH = [*TESTING, "authlib>=1.3", "requests-oauthlib>=1.3", "requests-auth>=7"]
 # The documentation site: Sphinx with furo and MyST Markdown; autodoc imports every module.
-DOCS = [*TESTING, *REDIS, "sphinx>=7.2", "furo>=2024.1", "myst-parser>=2"]
+DOCS = [*TESTING, *REDIS, *OTEL, "sphinx>=7.2", "furo>=2024.1", "myst-parser>=2"]
 TEST = [
     *DEMO,
     *REDIS,
     *HTTPX,
+    *OTEL,
     *BENCH,
+    "opentelemetry-sdk>=1.20",
     "pytest>=7.4",
     "pytest-cov>=4.1",
     "pytest-timeout>=2.2",
@@ -56,6 +60,7 @@ setup(
         "demo": DEMO,
         "redis": REDIS,
         "httpx": HTTPX,
+        "otel": OTEL,
         "bench": BENCH,
         "test": TEST,
         "docs": DOCS,

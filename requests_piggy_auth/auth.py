@@ -73,7 +73,7 @@ class PiggyAuth(AuthPolicy, requests.auth.AuthBase):
             return r
         answer = Answer(r.status_code, r.headers.get("WWW-Authenticate"))
         exchange = _Exchange(self, r, kwargs)
-        drive(replay(self, lease, answer, rewind, r.request.method, r.url), exchange)
+        drive(replay(self, lease, answer, rewind, r.request.method, r.url, "requests"), exchange)
         return exchange.result()
 
 

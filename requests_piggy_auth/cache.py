@@ -50,16 +50,20 @@ from cachetools import Cache, LRUCache
 
 from .errors import TokenRequestError
 from .events import (
+    CooldownEnded,
     CooldownStarted,
     Event,
     FetchFailed,
     How,
     Listener,
+    RequestResent,
+    Resent,
+    StoreHealth,
     TokenEvicted,
     TokenFetched,
     dispatch,
 )
-from .oauth import Token
+from .oauth import AsyncTokenSender, Token, TokenRequest, TokenResponse, TokenSender
 from .refresh import MAX_LEEWAY_SHARE, RefreshMargin
 
 #: ``(token_url, client_id, secret fingerprint)``: different credentials never share a
@@ -186,7 +190,11 @@ class CachedToken:
 
 
 class TokenStore(Protocol):
-    """A tier behind :class:`TokenCache` that processes share, consulted on a local miss."""
+    """A tier behind :class:`TokenCache` that processes share, consulted on a local miss.
+
+    A store may have a ``health`` attribute, a :class:`~.events.StoreHealth` that it
+    tells when its backend fails and recovers: each cache on it tells its listeners.
+    """
 
     def get(
         self,
@@ -219,6 +227,67 @@ class TokenStore(Protocol):
             called; once it has passed, ``fetch`` is called at once
             (``None``: only the store's own wait limit applies).
         """
+
+
+class TokenRequestObserver(Protocol):
+    """What watches each token request of a cache's fetches (``requests_piggy_auth.otel``).
+
+    It wraps the sender of each fetch, in the fetching thread or task: there
+    the context is that of the caller that started the fetch.
+    """
+
+    def sender(self, send: TokenSender, client_id: str, how: How) -> TokenSender:
+        """``send``, watched, for a fetch of ``client_id``'s token for reason ``how``."""
+
+    def async_sender(self, send: AsyncTokenSender, client_id: str, how: How) -> AsyncTokenSender:
+        """:meth:`sender` for an async ``send``."""
+
+
+class _Tally:
+    """How many token requests one fetch has sent."""
+
+    __slots__ = ("sent",)
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+
+#: The fetch this thread or task runs: the cache's observer, the client id, why, its tally.
+_Fetching = tuple[TokenRequestObserver | None, str, How, _Tally]
+_fetching: contextvars.ContextVar[_Fetching | None] = contextvars.ContextVar(
+    "piggy_auth_fetching", default=None
+)
+
+
+def observed(send: TokenSender) -> TokenSender:
+    """``send`` counted for the fetch running here, and watched by its observer, if any
+    (``send`` itself outside a fetch)."""
+    fetching = _fetching.get()
+    if fetching is None:
+        return send
+    observer, client_id, how, tally = fetching
+    watched = send if observer is None else observer.sender(send, client_id, how)
+
+    def counted(request: TokenRequest) -> TokenResponse:
+        tally.sent += 1
+        return watched(request)
+
+    return counted
+
+
+def aobserved(send: AsyncTokenSender) -> AsyncTokenSender:
+    """:func:`observed` for an async ``send``."""
+    fetching = _fetching.get()
+    if fetching is None:
+        return send
+    observer, client_id, how, tally = fetching
+    watched = send if observer is None else observer.async_sender(send, client_id, how)
+
+    async def counted(request: TokenRequest) -> TokenResponse:
+        tally.sent += 1
+        return await watched(request)
+
+    return counted
 
 
 @dataclass(frozen=True)
@@ -287,6 +356,8 @@ class _Flight:
     rejected: tuple[str, ...] = field(default=(), repr=False)
     #: When it started, on the cache's clock.
     started: float = 0.0
+    #: The token requests its fetch sent (through :func:`observed`).
+    tally: _Tally = field(default_factory=_Tally)
 
     @property
     def how(self) -> How:
@@ -410,6 +481,10 @@ class TokenCache:
         self._orders = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
         self._listeners: tuple[Listener, ...] = ()
+        #: Watches every token request of this cache's fetches (``None``: none does).
+        self.observer: TokenRequestObserver | None = None
+        if isinstance(health := getattr(store, "health", None), StoreHealth):
+            health.watch(self._tell)
         _register_for_fork(self)
 
     def __repr__(self) -> str:
@@ -528,6 +603,17 @@ class TokenCache:
                 if self._listeners is listeners:  # else one came or went meanwhile
                     self._listeners = tuple(kept)
                     return
+
+    def resent(self, key: CacheKey, adapter: str, outcome: Resent) -> None:
+        """Tell listeners that a request that got a 401 for ``key``'s token was resent
+        through ``adapter``, and what came of it."""
+        self._tell(RequestResent(key[1], adapter, outcome))
+
+    def _tell(self, event: Event) -> None:
+        """Give ``event`` to the listeners, if any (never under a lock)."""
+        listeners = self._listeners
+        if listeners:
+            dispatch(listeners, [event])
 
     def status(self) -> list[dict[str, Any]]:
         """Each client's state as plain data for a health endpoint: no token, no secret.
@@ -690,6 +776,7 @@ class TokenCache:
     def _run(self, key: CacheKey, flight: _Flight, fetch: Callable[[], Token]) -> None:
         """Fetch through the store, if any, and complete ``flight`` with the outcome."""
         result: _Entry | BaseException
+        mark = _fetching.set(self._watching(key, flight))
         try:
             if self.store is None:
                 cached = self._fetched(key, fetch)
@@ -700,9 +787,14 @@ class TokenCache:
             result = exc
         finally:
             _workers.discard(threading.current_thread())
+            _fetching.reset(mark)
         events = self._complete(key, flight, result)
         if events:
             dispatch(self._listeners, events)
+
+    def _watching(self, key: CacheKey, flight: _Flight) -> _Fetching:
+        """What :func:`observed` needs to count and watch ``flight``'s token requests."""
+        return (self.observer, key[1], flight.how, flight.tally)
 
     def _wait(self, key: CacheKey, flight: _Flight, deadline: float) -> Lease:
         """``flight``'s lease, waiting no later than ``deadline`` or the flight's own."""
@@ -733,6 +825,7 @@ class TokenCache:
     ) -> None:
         """:meth:`_run` as a task: the store, if any, works in a thread, off the loop."""
         result: _Entry | BaseException
+        _fetching.set(self._watching(key, flight))  # in the task's own context
         try:
             if self.store is None:
                 sent_at = self.clock()
@@ -803,14 +896,11 @@ class TokenCache:
                 outcome = result
         _resolve(flight, outcome)
         if warning is not None:
-            log.warning(
-                "renewing the token for client %r failed (%s); using the current token, which "
-                "expires in %.0f s",
-                key[1],
-                *warning,
-            )
-        pause = pause if settled else None
-        return _events(key[1], flight, result, now, pause, count) if self._listeners else []
+            _warn_renewal_failed(key, *warning)
+        if not self._listeners:
+            return []
+        ended = failures.count if settled and failures is not None else 0
+        return _events(key[1], flight, result, now, pause if settled else None, count, ended)
 
     def _settle(
         self,
@@ -958,18 +1048,32 @@ def _events(
     now: float,
     pause: float | None,
     count: int,
+    ended: int,
 ) -> list[Event]:
-    """What listeners hear of a flight's end: its token or failure, and a cool-down."""
-    duration = now - flight.started
+    """What listeners hear of a flight's end: its token or failure, and a cool-down
+    started (``pause``, after ``count`` failures) or ended (after ``ended``)."""
+    duration, how, sent = now - flight.started, flight.how, flight.tally.sent
     if isinstance(result, _Entry):
-        return [TokenFetched(client_id, flight.how, duration, result.expires_at - now)]
+        fetched = TokenFetched(client_id, how, duration, result.expires_at - now, sent)
+        return [fetched, CooldownEnded(client_id, ended)] if ended else [fetched]
     status = result.status if isinstance(result, TokenRequestError) else None
     events: list[Event] = [
-        FetchFailed(client_id, flight.how, duration, type(result).__name__, status)
+        FetchFailed(client_id, how, duration, type(result).__name__, status, sent)
     ]
     if pause is not None:  # only an Exception cools a key down
         events.append(CooldownStarted(client_id, pause, count))
     return events
+
+
+def _warn_renewal_failed(key: CacheKey, error: BaseException, expires_in: float) -> None:
+    """Log that a renewal failed while the current token still has ``expires_in`` seconds."""
+    log.warning(
+        "renewing the token for client %r failed (%s); using the current token, which "
+        "expires in %.0f s",
+        key[1],
+        error,
+        expires_in,
+    )
 
 
 def _last(result: _Entry | BaseException, now: float, flight: _Flight) -> tuple[str, float]:

@@ -3,7 +3,8 @@
 Each worker has its own Session and auth object; all of them share one token
 cache, so the whole pool makes one token request whenever a short-lived token
 is due, and one more after every token is revoked halfway through the run.
-Needs the ``demo`` extra (the fake server and rich).
+The cache's status view (:meth:`TokenCache.status`) is shown live under the
+progress bar. Needs the ``demo`` extra (the fake server and rich).
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ import math
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import requests
-from rich.console import Console
+from rich import box
+from rich.console import Console, Group
+from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -89,6 +93,7 @@ def run(
     pause: float,
     progress: Callable[[], None] = lambda: None,
     halfway: Callable[[], None] = lambda: None,
+    cache: TokenCache | None = None,
 ) -> Summary:
     """Run the workers against ``piggy`` and revoke every token halfway.
 
@@ -96,8 +101,9 @@ def run(
     :param pause: seconds each worker waits between calls.
     :param progress: called after each call.
     :param halfway: called after the revocation.
+    :param cache: the workers' token cache (``None``: a new one).
     """
-    cache = TokenCache()
+    cache = TokenCache() if cache is None else cache
     contacts = piggy.api_url + "/contacts"
 
     def revoke() -> None:
@@ -155,15 +161,14 @@ def demo(
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
     client_secret = secrets.token_urlsafe(24)
     total = workers * requests_per_worker
+    cache = TokenCache()
+    bar = Progress(
+        TextColumn("[bold]API calls"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
+    )
+    view = Group(bar, StatusView(cache), "")  # the status view, live under the bar
     with (
         FakePiggy(token_lifetime=token_lifetime) as piggy,
-        Progress(
-            TextColumn("[bold]API calls"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-        ) as bar,
+        Live(view, console=console, refresh_per_second=8),
     ):
         piggy.add_client(CLIENT_ID, client_secret)
         task = bar.add_task("calls", total=total)
@@ -182,8 +187,47 @@ def demo(
                 f"Every token revoked after {total // 2} calls: the next calls get a 401, "
                 "renew the token once, and are resent."
             ),
+            cache=cache,
         )
     return report(summary, console)
+
+
+class StatusView:
+    """The cache's status view, read again each time rich draws it."""
+
+    def __init__(self, cache: TokenCache) -> None:
+        self.cache = cache
+
+    def __rich__(self) -> Table:
+        return status_table(self.cache.status())
+
+
+#: The status view's columns, after the client's.
+STATUS_COLUMNS = ("token", "stale in", "expires", "last fetch", "fails", "cooling")
+
+
+def status_table(rows: Sequence[Mapping[str, Any]]) -> Table:
+    """:meth:`TokenCache.status` as a table: one row per client."""
+    result = Table(title="Token cache status", box=box.SIMPLE_HEAD, pad_edge=False)
+    result.add_column("client", no_wrap=True)
+    for column in STATUS_COLUMNS:
+        result.add_column(column, justify="right", no_wrap=True)
+    for row in rows:
+        last = row["last_fetch"]
+        result.add_row(
+            row["client_id"],
+            "cached" if row["token_cached"] else "none",
+            _seconds(row["stale_in"]),
+            _seconds(row["expires_in"]),
+            "—" if last is None else f"{last['outcome']} {last['duration'] * 1000:.1f} ms",
+            str(row["failures_in_a_row"]),
+            _seconds(row["cooling_down_for"]),
+        )
+    return result
+
+
+def _seconds(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f} s"
 
 
 def report(summary: Summary, console: Console) -> int:

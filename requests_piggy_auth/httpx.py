@@ -13,6 +13,7 @@ request yielded from one caller's auth flow.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable, Generator
+from contextlib import closing
 from typing import Any
 
 import httpx
@@ -51,20 +52,20 @@ class HttpxAuth(httpx.Auth):
         lease = self.auth.lease(self._send)
         request.headers["Authorization"] = lease.authorization
         response = yield request
-        flow = _flow(self.auth, lease, request, response)
         sent: object = None
-        while True:
-            try:
-                step = flow.send(sent)
-            except StopIteration:
-                return
-            if isinstance(step, Resend):
-                request.headers["Authorization"] = step.lease.authorization
-                sent = _answer((yield request))
-            elif isinstance(step, Renew):
-                sent = self.auth.lease(self._send, after=step.rejected)
-            else:
-                sent = response.read()[: MAX_BODY + 1] if _bounded(response) else b""
+        with closing(_flow(self.auth, lease, request, response)) as flow:  # a raise closes it
+            while True:
+                try:
+                    step = flow.send(sent)
+                except StopIteration:
+                    return
+                if isinstance(step, Resend):
+                    request.headers["Authorization"] = step.lease.authorization
+                    sent = _answer((yield request))
+                elif isinstance(step, Renew):
+                    sent = self.auth.lease(self._send, after=step.rejected)
+                else:
+                    sent = response.read()[: MAX_BODY + 1] if _bounded(response) else b""
 
     async def async_auth_flow(
         self, request: httpx.Request
@@ -76,20 +77,20 @@ class HttpxAuth(httpx.Auth):
         lease = await self.auth.alease(self._asend)
         request.headers["Authorization"] = lease.authorization
         response = yield request
-        flow = _flow(self.auth, lease, request, response)
         sent: object = None
-        while True:
-            try:
-                step = flow.send(sent)
-            except StopIteration:
-                return
-            if isinstance(step, Resend):
-                request.headers["Authorization"] = step.lease.authorization
-                sent = _answer((yield request))
-            elif isinstance(step, Renew):
-                sent = await self.auth.alease(self._asend, after=step.rejected)
-            else:
-                sent = (await response.aread())[: MAX_BODY + 1] if _bounded(response) else b""
+        with closing(_flow(self.auth, lease, request, response)) as flow:  # a raise closes it
+            while True:
+                try:
+                    step = flow.send(sent)
+                except StopIteration:
+                    return
+                if isinstance(step, Resend):
+                    request.headers["Authorization"] = step.lease.authorization
+                    sent = _answer((yield request))
+                elif isinstance(step, Renew):
+                    sent = await self.auth.alease(self._asend, after=step.rejected)
+                else:
+                    sent = (await response.aread())[: MAX_BODY + 1] if _bounded(response) else b""
 
     def _send(self, request: TokenRequest) -> TokenResponse:
         """Send a token request on a client of its own."""
@@ -130,8 +131,9 @@ def _flow(
     policy: AuthPolicy, lease: Lease, request: httpx.Request, response: httpx.Response
 ) -> Flow:
     """The replay flow for ``response``, the answer to ``request`` that carried ``lease``."""
+    rewind = _rewinder(request)
     return replay(
-        policy, lease, _answer(response), _rewinder(request), request.method, str(request.url)
+        policy, lease, _answer(response), rewind, request.method, str(request.url), "httpx"
     )
 
 

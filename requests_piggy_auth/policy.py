@@ -19,9 +19,10 @@ from datetime import datetime, timedelta, timezone
 from functools import partial
 from typing import Any, Literal, NamedTuple
 
-from .cache import CacheKey, Lease, TokenCache, client_key, shared_cache
+from .cache import CacheKey, Lease, TokenCache, aobserved, client_key, observed, shared_cache
 from .challenges import token_rejected
 from .errors import ConfigurationError, InvalidClientError, TokenExpiredError, TokenRequestError
+from .events import Resent
 from .oauth import (
     AsyncTokenSender,
     ClientCredentials,
@@ -120,6 +121,10 @@ class AuthPolicy:
         :param body: the 401's body (at most 1 MiB of it).
         """
         return False
+
+    def resent(self, adapter: str, outcome: Resent) -> None:
+        """Tell the token cache's listeners that a request was resent after a 401 (a
+        policy without a cache tells no one)."""
 
 
 class _Credentials(NamedTuple):
@@ -252,6 +257,10 @@ class ClientCredentialsPolicy(AuthPolicy):
         """
         return token_rejected(www_authenticate, body) and self.cache.reject(self._key, lease)
 
+    def resent(self, adapter: str, outcome: Resent) -> None:
+        """Tell the cache's listeners that a request was resent after a 401."""
+        self.cache.resent(self._key, adapter, outcome)
+
     def fetch_token(self) -> Token:
         """A new token straight from the token endpoint, past the cache (for tools).
 
@@ -321,10 +330,11 @@ class ClientCredentialsPolicy(AuthPolicy):
         return True
 
     def _fetch(self, send: TokenSender, grant: ClientCredentials) -> Token:
-        return self._parsed(self.retry.send(send, grant.token_request()), grant)
+        return self._parsed(self.retry.send(observed(send), grant.token_request()), grant)
 
     async def _afetch(self, send: AsyncTokenSender, grant: ClientCredentials) -> Token:
-        return self._parsed(await self.retry.asend(send, grant.token_request()), grant)
+        request = grant.token_request()
+        return self._parsed(await self.retry.asend(aobserved(send), request), grant)
 
     def _parsed(self, response: TokenResponse, grant: ClientCredentials) -> Token:
         token = grant.parse(response)

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Generator, Iterable
+from contextlib import closing
 from functools import partial
 from typing import Any, NamedTuple, Protocol
 
 from .cache import Lease
+from .events import Resent
 from .policy import AuthPolicy
 
 log = logging.getLogger("requests_piggy_auth")
@@ -61,16 +63,19 @@ def replay(
     rewind: Callable[[], object] | None,
     method: str | None,
     url: str,
+    adapter: str,
 ) -> Flow:
     """The flow after ``answer`` came to a request that carried ``lease``.
 
     A 401 that :meth:`~.AuthPolicy.rejected` says a new token may cure is
     resent once, if ``rewind`` can put its body back; every other answer is
-    noted on its lease and goes back.
+    noted on its lease and goes back. A resend is told (:meth:`~.AuthPolicy.resent`)
+    once answered, or failed: a driver closes the flow when a step raises.
 
     :param rewind: how to rewind the request's body (:func:`rewinder`).
     :param method: the request's method and ``url`` its URL, for the warning
         when its body cannot be replayed.
+    :param adapter: the driver's name, for listeners: ``requests``, ``urllib3``, ``httpx``.
     """
     if answer.status != 401 or not policy.renewable:
         lease.answered(answer.status)
@@ -83,8 +88,13 @@ def replay(
         return
     rewind()
     renewed = yield Renew(lease)
-    resent = yield Resend(renewed)
-    renewed.answered(resent.status)
+    outcome: Resent = "error"  # unless an answer comes
+    try:
+        resent = yield Resend(renewed)
+        renewed.answered(resent.status)
+        outcome = "rejected" if resent.status == 401 else "success"
+    finally:
+        policy.resent(adapter, outcome)
 
 
 class Driver(Protocol):
@@ -101,19 +111,21 @@ class Driver(Protocol):
 
 
 def drive(flow: Flow, driver: Driver) -> None:
-    """Step ``flow`` through to its end with ``driver``, in this thread."""
+    """Step ``flow`` through to its end with ``driver``, in this thread; a step that
+    raises closes it."""
     sent: object = None
-    while True:
-        try:
-            step = flow.send(sent)
-        except StopIteration:
-            return
-        if isinstance(step, Resend):
-            sent = driver.resend(step.lease)
-        elif isinstance(step, Renew):
-            sent = driver.renew(step.rejected)
-        else:
-            sent = driver.read_body()
+    with closing(flow):
+        while True:
+            try:
+                step = flow.send(sent)
+            except StopIteration:
+                return
+            if isinstance(step, Resend):
+                sent = driver.resend(step.lease)
+            elif isinstance(step, Renew):
+                sent = driver.renew(step.rejected)
+            else:
+                sent = driver.read_body()
 
 
 def rewinder(body: object) -> Callable[[], object] | None:

@@ -54,6 +54,7 @@ except ImportError as exc:
     ) from exc
 
 from .cache import CachedToken, CacheKey, Clock
+from .events import StoreHealth
 from .oauth import MAX_LIFETIME, is_valid_token
 
 __all__ = ["RedisTimeoutWarning", "RedisTokenStore"]
@@ -170,7 +171,8 @@ class RedisTokenStore:
         self._release_lock = redis_client.register_script(_RELEASE)
         self._reject_token = redis_client.register_script(_REJECT)
         self._retry_at = -math.inf
-        self._failing = False
+        #: Whether Redis answers: tells the caches on this store when that changes.
+        self.health = StoreHealth(repr(self))
         unbounded = _unbounded_timeouts(redis_client)
         if unbounded:
             warnings.warn(
@@ -353,15 +355,13 @@ class RedisTokenStore:
         except redis.RedisError as exc:
             self._unavailable(exc)
 
-    # _retry_at and _failing are plain attributes: threads racing on them can at
-    # worst log the same news twice.
+    # _retry_at is a plain attribute: threads racing on it at worst both ask Redis.
     def _available(self) -> bool:
         return self.timer() >= self._retry_at
 
     def _unavailable(self, exc: redis.RedisError) -> None:
         self._retry_at = self.timer() + self.retry_interval
-        if not self._failing:
-            self._failing = True
+        if self.health.failed(exc):
             log.warning(
                 "the token store's Redis failed (%s: %s); tokens are fetched per process "
                 "until it is back, tried again every %g s",
@@ -371,8 +371,7 @@ class RedisTokenStore:
             )
 
     def _recovered(self) -> None:
-        if self._failing:
-            self._failing = False
+        if self.health.recovered():
             log.info("the token store's Redis is back; tokens are shared again")
 
 

@@ -118,7 +118,8 @@ class AuthorizedHttp(RequestMethods):
             response = self.http.urlopen(method, url, redirect=False, **_sent(kw, lease))
             if lease is not None:
                 exchange = _Exchange(self, response, lease, method, url, kw)
-                drive(replay(self.auth, lease, answer(response), rewind, method, url), exchange)
+                flow = replay(self.auth, lease, answer(response), rewind, method, url, "urllib3")
+                drive(flow, exchange)
                 response, lease = exchange.result(), exchange.lease
             hop = redirect and self._redirect(response, method, url, kw)
             if not hop:

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from benchmarks import otel_cost
 from benchmarks.clients import LIBRARIES
 from benchmarks.report import SCENARIOS
 from benchmarks.scenarios import BASIC, SMOKE, STATIC
@@ -44,3 +47,14 @@ def test_the_smoke_run_writes_a_row_per_library_and_a_column_per_scenario(
     for row in rows:
         assert "token request" in row[1]
         assert row[-1].endswith("× HTTPBasicAuth)")
+
+
+def test_the_instrumentation_cost_is_measured_on_and_off(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert otel_cost.main(["--smoke"]) == 0
+
+    out = capsys.readouterr().out
+    rows = [line.split(" | ")[0].lstrip("| ") for line in out.splitlines()[2:] if line]
+    assert rows[:5] == [otel_cost.OFF, otel_cost.ON, BASIC, otel_cost.PLAIN, otel_cost.WATCHED]
+    assert "Added to each token request: " in out

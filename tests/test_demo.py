@@ -9,7 +9,7 @@ import sys
 import pytest
 from rich.console import Console
 
-from requests_piggy_auth.demo import CLIENT_ID, Summary, demo, report, run
+from requests_piggy_auth.demo import CLIENT_ID, Summary, demo, report, run, status_table
 from requests_piggy_auth.testing import Drop, FakePiggy, Fault, Status
 
 WORKERS, CALLS = 3, 6
@@ -111,6 +111,55 @@ def test_the_demo_runs_in_process() -> None:
     assert "2 workers × 4 calls" in text
     assert "Every token revoked after 4 calls" in text
     assert "Every call succeeded" in text
+    [row] = [line.split() for line in text.splitlines() if line.startswith(f" {CLIENT_ID} ")]
+    assert row[1] == "cached"  # the status view, as the run ended
+    assert (row[6], row[9], row[10]) == ("success", "0", "—")
+
+
+def test_the_status_view_shows_each_client() -> None:
+    rows = [
+        {
+            "client_id": "warm",
+            "token_url": "https://api.piggy.eu/oauth/token",
+            "token_cached": True,
+            "stale_in": 12.34,
+            "expires_in": 42.0,
+            "last_fetch": {"outcome": "success", "duration": 0.0125},
+            "failures_in_a_row": 0,
+            "cooling_down_for": None,
+        },
+        {
+            "client_id": "down",
+            "token_url": "https://api.piggy.eu/oauth/token",
+            "token_cached": False,
+            "stale_in": None,
+            "expires_in": None,
+            "last_fetch": {"outcome": "error", "duration": 2.0},
+            "failures_in_a_row": 3,
+            "cooling_down_for": 3.95,
+        },
+        {
+            "client_id": "new",
+            "token_url": "https://api.piggy.eu/oauth/token",
+            "token_cached": False,
+            "stale_in": None,
+            "expires_in": None,
+            "last_fetch": None,
+            "failures_in_a_row": 0,
+            "cooling_down_for": None,
+        },
+    ]
+    console = Console(file=io.StringIO(), width=100)
+    console.print(status_table(rows))
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+
+    rows_shown = [line.split() for line in text.splitlines()[4:] if line.strip()]
+    lines = {row[0]: row[1:] for row in rows_shown}
+    assert lines == {
+        "warm": ["cached", "12.3", "s", "42.0", "s", "success", "12.5", "ms", "0", "—"],
+        "down": ["none", "—", "—", "error", "2000.0", "ms", "3", "4.0", "s"],
+        "new": ["none", "—", "—", "—", "0", "—"],
+    }
 
 
 def test_the_command_runs_the_demo() -> None:

@@ -24,6 +24,7 @@ from typing import Any, get_origin
 import pytest
 
 import requests_piggy_auth
+import requests_piggy_auth.events
 from requests_piggy_auth import PiggyAuth, PiggyAuthError, TokenStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,6 +33,8 @@ PUBLIC_MODULES = [
     "requests_piggy_auth",
     "requests_piggy_auth.urllib3",
     "requests_piggy_auth.httpx",
+    "requests_piggy_auth.events",
+    "requests_piggy_auth.otel",
     "requests_piggy_auth.stores",
     "requests_piggy_auth.testing",
 ]
@@ -88,9 +91,15 @@ def test_every_public_name_is_exported_and_has_a_docstring() -> None:
 # -- the configuration reference ---------------------------------------------------
 
 CONFIGURATION = (DOCS / "configuration.md").read_text(encoding="utf-8")
-#: Public classes with parameters that are no configuration: a base class, and records
-#: of what the fake server saw.
-NOT_CONFIGURATION = {"PiggyAuth", "Lease", "Stats", "LoggedRequest"}  # made by the library
+#: Public classes with parameters that are no configuration: a base class, records of
+#: what the fake server saw, the events and the hook a store reports its health through.
+NOT_CONFIGURATION = {  # made by the library
+    "PiggyAuth",
+    "Lease",
+    "Stats",
+    "LoggedRequest",
+    *requests_piggy_auth.events.__all__,
+}
 
 
 def documented_options() -> dict[str, list[list[str]]]:

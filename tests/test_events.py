@@ -7,23 +7,41 @@ import functools
 import json
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
+import httpx
 import pytest
 import requests
+import urllib3
 
-from requests_piggy_auth import CoolDown, TokenCache, TokenRequestError
+from requests_piggy_auth import (
+    ClientCredentialsAuth,
+    CoolDown,
+    RetryPolicy,
+    TokenCache,
+    TokenRequestError,
+)
+from requests_piggy_auth.cache import CachedToken, CacheKey
 from requests_piggy_auth.events import (
+    CooldownEnded,
     CooldownStarted,
     Event,
     FetchFailed,
+    RequestResent,
+    StoreFellBack,
+    StoreHealth,
+    StoreRecovered,
     TokenEvicted,
     TokenFetched,
 )
+from requests_piggy_auth.httpx import HttpxAuth
 from requests_piggy_auth.oauth import Token
-from requests_piggy_auth.testing import FakeClock, FakePiggy
+from requests_piggy_auth.testing import Drop, FakeClock, FakePiggy, Status
+from requests_piggy_auth.urllib3 import AuthorizedHttp
 
-from .conftest import API, CLIENT_ID, CLIENT_SECRET, MakeAuth
+from .conftest import API, CLIENT_ID, CLIENT_SECRET, MakeAuth, invalid_token
 
 KEY = ("https://api.piggy.eu/oauth/token", "client")
 
@@ -65,7 +83,7 @@ def test_a_cold_storm_and_a_revocation_tell_what_the_server_saw(
 
     fetched = [e for e in events if isinstance(e, TokenFetched)]
     assert len(fetched) == piggy.stats().token_requests == 2
-    assert [e.how for e in fetched] == ["cold", "rejected"]
+    assert [(e.how, e.attempts) for e in fetched] == [("cold", 1), ("rejected", 1)]
     assert [e for e in events if isinstance(e, TokenEvicted)] == [TokenEvicted(CLIENT_ID)]
     status = json.dumps(cache.status())
     assert json.loads(status)[0]["token_cached"] is True
@@ -100,8 +118,8 @@ def test_an_outage_tells_each_failure_and_cool_down(clock: FakeClock) -> None:
     assert row["expires_in"] is None
     clock.advance(5)
     assert cache.get(KEY, lambda: Token("t", expires_in=100)) == "t"
-    events.wait(1)
-    assert events[-1] == TokenFetched("client", "cold", 0.0, 100.0)
+    events.wait(2)
+    assert events[-2:] == [TokenFetched("client", "cold", 0.0, 100.0), CooldownEnded("client", 1)]
     assert cache.status()[0]["cooling_down_for"] is None
 
 
@@ -235,3 +253,157 @@ def test_remove_listener_compares_listeners_outside_the_cache_lock() -> None:
     with ThreadPoolExecutor(1) as pool:
         pool.submit(cache.remove_listener, second).result(timeout=10)
     assert cache._listeners == (first,)
+
+
+def sent_with(adapter: str, auth: ClientCredentialsAuth, url: str) -> int:
+    """Send one GET through ``adapter`` with ``auth``; the status it came to."""
+    if adapter == "requests":
+        return requests.get(url, auth=auth, timeout=10).status_code
+    if adapter == "urllib3":
+        with AuthorizedHttp(auth, urllib3.PoolManager(retries=False)) as http:
+            return http.request("GET", url).status
+    if adapter == "httpx":
+        with httpx.Client(auth=HttpxAuth(auth)) as client:
+            return client.get(url).status_code
+
+    async def get() -> int:
+        async with httpx.AsyncClient(auth=HttpxAuth(auth)) as client:
+            return (await client.get(url)).status_code
+
+    return asyncio.run(get())
+
+
+ADAPTER_NAMES = {"requests": "requests", "urllib3": "urllib3", "httpx": "httpx", "async": "httpx"}
+NO_ANSWER = (requests.ConnectionError, urllib3.exceptions.HTTPError, httpx.TransportError)
+
+
+@pytest.mark.parametrize("adapter", list(ADAPTER_NAMES))
+def test_each_resend_is_told_once_with_its_adapter_and_outcome(
+    piggy: FakePiggy, make_auth: MakeAuth, cache: TokenCache, clock: FakeClock, adapter: str
+) -> None:
+    auth = make_auth()
+    auth.token()
+    heard = Heard()
+    cache.add_listener(heard)
+    piggy.revoke_all()
+    assert sent_with(adapter, auth, piggy.url + API) == 200  # resent with a new token
+    piggy.fault_resources(invalid_token, times=2)
+    assert sent_with(adapter, auth, piggy.url + API) == 401  # resent, and refused again
+    clock.advance(10)  # past min_evict_interval: the refused token may be revoked, not bad
+    piggy.fault_resources(invalid_token, times=1)
+    piggy.fault_resources(Drop())
+    with pytest.raises(NO_ANSWER):
+        sent_with(adapter, auth, piggy.url + API)  # resent, and no answer came
+
+    name = ADAPTER_NAMES[adapter]
+    resent = [e for e in heard if isinstance(e, RequestResent)]
+    assert resent == [
+        RequestResent(CLIENT_ID, name, "success"),
+        RequestResent(CLIENT_ID, name, "rejected"),
+        RequestResent(CLIENT_ID, name, "error"),
+    ]
+    assert piggy.stats().unauthorized == 4  # one per resend, and the refused resend's
+
+
+def test_a_request_not_resent_tells_no_resend(
+    piggy: FakePiggy, make_auth: MakeAuth, cache: TokenCache
+) -> None:
+    auth = make_auth(retry=RetryPolicy(total=0))
+    auth.token()
+    heard = Heard()
+    cache.add_listener(heard)
+    piggy.fault_resources(invalid_token, times=1)
+    piggy.fault_token_endpoint(Status(503), times=1)
+    with pytest.raises(TokenRequestError):  # the renewal failed: nothing was resent
+        requests.get(piggy.url + API, auth=auth, timeout=10)
+    assert not [e for e in heard if isinstance(e, RequestResent)]
+    assert piggy.stats().resource_requests == 1
+
+
+class FlakyStore:
+    """A store whose backend is up or down, told through the hook every store calls."""
+
+    def __init__(self) -> None:
+        self.health = StoreHealth("flaky")
+        self.up = False
+
+    def get(self, key: CacheKey, fetch: Callable[[], CachedToken], *args: Any, **kw: Any) -> Any:
+        if self.up:
+            self.health.recovered()
+        else:
+            self.health.failed(ConnectionError("down"))
+        return fetch()
+
+
+def test_a_store_falling_back_and_recovering_is_told_once_each(clock: FakeClock) -> None:
+    store = FlakyStore()
+    cache = TokenCache(clock=clock, store=store, refresh_ahead=False)
+    other = TokenCache(clock=clock, store=store)  # on the same store: hears the same news
+    heard, told = Heard(), Heard()
+    cache.add_listener(heard)
+    other.add_listener(told)
+
+    for n in range(4):
+        store.up = n >= 2
+        assert cache.get(KEY, functools.partial(Token, f"t{n}")) == f"t{n}"
+        clock.advance(300)
+
+    news = [StoreFellBack("flaky", "ConnectionError"), StoreRecovered("flaky")]
+    assert [e for e in heard if not isinstance(e, TokenFetched)] == news
+    assert told == news
+    assert not store.health.failing
+
+
+def test_a_listener_blocking_one_fetch_holds_up_no_other_key_thread_or_renewal(
+    clock: FakeClock,
+) -> None:
+    cache = TokenCache(clock=clock)
+    first, entered, release = threading.Lock(), threading.Event(), threading.Event()
+
+    def blocking(event: Event) -> None:
+        if first.acquire(blocking=False):  # the first event only: "a"'s token
+            entered.set()
+            release.wait(30)
+
+    heard = Heard()
+    cache.add_listener(blocking)
+    cache.add_listener(heard)
+    key_a = (KEY[0], "a")
+    assert cache.get(key_a, functools.partial(Token, "a1")) == "a1"
+    assert entered.wait(30)  # the fetching thread for "a" is held in the listener
+
+    def other(n: int) -> str:
+        return cache.get((KEY[0], f"other{n}"), functools.partial(Token, f"o{n}"))
+
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(other, range(4))) == ["o0", "o1", "o2", "o3"]
+    heard.wait(4)  # their fetches were told, while "a"'s still is not
+    lease = cache.lease(key_a, functools.partial(Token, "a1"))
+    assert cache.reject(key_a, lease)  # told in this thread: the listener lets it pass
+    assert cache.lease(key_a, functools.partial(Token, "a2"), after=lease).access_token == "a2"
+    heard.wait(2)
+    assert [e for e in heard if e.client_id == "a"] == [  # type: ignore[union-attr]
+        TokenEvicted("a"),
+        TokenFetched("a", "rejected", 0.0, 300.0),
+    ]
+    release.set()
+    heard.wait(1)
+    assert heard[-1] == TokenFetched("a", "cold", 0.0, 300.0)
+
+
+def test_a_listener_that_raises_in_the_callers_thread_never_fails_a_resend(
+    piggy: FakePiggy, make_auth: MakeAuth, cache: TokenCache
+) -> None:
+    told: list[Event] = []
+
+    def broken(event: Event) -> None:
+        told.append(event)
+        raise RuntimeError("listener bug")
+
+    auth = make_auth()
+    auth.token()
+    cache.add_listener(broken)
+    piggy.revoke_all()
+    assert requests.get(piggy.url + API, auth=auth, timeout=10).status_code == 200
+    assert TokenEvicted(CLIENT_ID) in told  # told in the caller's thread, and raised there
+    assert RequestResent(CLIENT_ID, "requests", "success") in told

@@ -9,6 +9,8 @@ keep ``requests.RequestException`` as their base, so a requests user's
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -69,7 +71,7 @@ def test_the_urllib3_adapter_needs_no_requests(module: str) -> None:
 
 #: The longest function each layer may have, in lines (docstring included).
 LIMITS = {"core": 39, "driver": 60}
-DRIVERS = {"auth", "urllib3", "responses", "failures", "token_session"}
+DRIVERS = {"auth", "urllib3", "responses", "failures", "token_session", "otel"}
 
 
 @pytest.mark.parametrize("module", sorted(CORE | DRIVERS))
@@ -82,3 +84,31 @@ def test_every_function_is_short(module: str) -> None:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno
     }
     assert {name: n for name, n in lengths.items() if n > limit} == {}
+
+
+#: What the extras add: the package, the core and the drivers of requests and urllib3
+#: import without any of it.
+EXTRAS = ["opentelemetry", "redis", "httpx", "rich", "werkzeug", "pytest_httpserver"]
+
+
+def test_the_package_imports_without_its_extras() -> None:
+    code = "\n".join(
+        [
+            "import sys",
+            *(f"sys.modules[{name!r}] = None" for name in EXTRAS),  # importing it fails
+            "import requests_piggy_auth, requests_piggy_auth.urllib3",
+            "try:",
+            "    import requests_piggy_auth.otel",
+            "except ImportError as exc:",
+            "    print(exc)",
+        ]
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (
+        "requests_piggy_auth.otel needs opentelemetry-api: "
+        "pip install 'requests-piggy-auth[otel]'\n"
+    )

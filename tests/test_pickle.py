@@ -146,7 +146,7 @@ def test_an_auth_on_a_redis_store_comes_back_on_a_client_of_its_own_sharing_toke
     assert piggy.stats().token_requests == 1
     copy_store = again.auth.cache.store
     assert isinstance(copy_store, RedisTokenStore)
-    assert (copy_store.namespace, copy_store.lock_timeout, copy_store._failing) == (
+    assert (copy_store.namespace, copy_store.lock_timeout, copy_store.health.failing) == (
         "fleet",
         7,
         False,

@@ -6,6 +6,7 @@ import base64
 import html
 import json
 import logging
+import threading
 import traceback
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
@@ -29,7 +30,10 @@ from requests_piggy_auth import (
     TokenRequestError,
     from_env,
 )
+from requests_piggy_auth.cache import FETCH_THREAD, REFRESH_THREAD
+from requests_piggy_auth.events import Event
 from requests_piggy_auth.oauth import Token, TokenResponse
+from requests_piggy_auth.otel import instrument, uninstrument
 from requests_piggy_auth.testing import FakeClock, FakePiggy, Status, json_response
 from requests_piggy_auth.urllib3 import AuthorizedHttp
 
@@ -44,6 +48,7 @@ from .conftest import (
     invalid_token,
 )
 from .test_cli import piggy_auth
+from .test_otel import Telemetry
 
 CANARY_TOKEN = "tok-CANARY-1b2c3d4e5f"
 #: A secret whose JSON, percent, form, HTML and base64 encodings all differ from it.
@@ -340,6 +345,53 @@ def test_canaries_hidden_when_a_renewal_fails_and_a_401_is_retried(
     logged = exposure.caplog.text
     assert "using the current token" in logged
     assert "cannot be replayed" in logged
+    exposure.assert_hidden(*piggy.tokens())
+
+
+def test_canaries_hidden_from_events_metrics_spans_and_status(
+    piggy: FakePiggy,
+    echo_auth: ClientCredentialsAuth,
+    cache: TokenCache,
+    clock: FakeClock,
+    exposure: Exposure,
+) -> None:
+    telemetry = Telemetry()
+    heard: list[Event] = []
+    cache.add_listener(heard.append)
+    instrument(telemetry.meters, telemetry.tracers, cache=cache)
+    canary = {"token_type": "Bearer", "access_token": CANARY_TOKEN, "expires_in": 3600}
+    piggy.fault_token_endpoint(answer(json_response(canary)), times=1)
+    try:
+        with requests.Session() as session:
+            session.auth = echo_auth
+            # The canary is refused (the server never issued it): evicted, renewed, resent.
+            assert session.get(piggy.url + API).status_code == 200
+            piggy.revoke_all()
+            assert session.get(piggy.url + API).status_code == 200
+            clock.advance(60)
+            piggy.revoke_all()
+            piggy.fault_token_endpoint(Status(503))  # the renewal fails: a cool-down
+            exposure.error(lambda: session.get(piggy.url + API))
+            exposure.error(lambda: session.get(piggy.url + API))  # cooling down
+    finally:
+        uninstrument(cache)
+    for thread in threading.enumerate():  # each fetch tells its listeners before it ends
+        if thread.name in (FETCH_THREAD, REFRESH_THREAD):
+            thread.join(30)
+
+    assert {type(event).__name__ for event in heard} >= {
+        "TokenFetched",
+        "FetchFailed",
+        "CooldownStarted",
+        "TokenEvicted",
+        "RequestResent",
+    }
+    metrics = telemetry.reader.get_metrics_data()
+    assert metrics is not None
+    spans = telemetry.exporter.get_finished_spans()
+    assert len(spans) == 3 + 4  # three tokens, then a first try and three retries refused
+    exposure.outputs += [*map(repr, heard), json.dumps(cache.status()), metrics.to_json()]
+    exposure.outputs += [span.to_json() for span in spans]
     exposure.assert_hidden(*piggy.tokens())
 
 

@@ -26,6 +26,7 @@ from werkzeug import Request
 
 from requests_piggy_auth import ClientCredentialsAuth, RetryPolicy, TokenCache
 from requests_piggy_auth.cache import CachedToken
+from requests_piggy_auth.events import Event, StoreFellBack, StoreRecovered
 from requests_piggy_auth.oauth import Token
 from requests_piggy_auth.stores import RedisTimeoutWarning, RedisTokenStore
 from requests_piggy_auth.testing import FakeClock, FakePiggy
@@ -306,6 +307,8 @@ def test_a_lost_redis_is_left_alone_for_retry_interval_with_one_warning(
     endpoint: Endpoint,
     logs: Any,
 ) -> None:
+    heard: list[Event] = []
+    process(store).add_listener(heard.append)  # every cache on the store hears its news
     redis_server.kill()
     assert process(store).get(KEY, endpoint) == "token-CANARY-0000"
     timer.advance(30)
@@ -327,6 +330,8 @@ def test_a_lost_redis_is_left_alone_for_retry_interval_with_one_warning(
         logging.INFO,
         "the token store's Redis is back; tokens are shared again",
     )
+    name = "RedisTokenStore(namespace='piggy-auth')"
+    assert heard == [StoreFellBack(name, "ConnectionError"), StoreRecovered(name)]
 
 
 def test_evicting_while_redis_is_lost_still_evicts(
