@@ -43,6 +43,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Collection
 from concurrent.futures import Future, InvalidStateError, wait
+from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -572,6 +573,7 @@ class TokenCache:
             task = asyncio.get_running_loop().create_task(self._arun(key, start, fetch))
             self._tasks.add(task)  # a strong reference until it is done
             task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(functools.partial(self._ended, key, start))
         if isinstance(step, _Flight):
             return await self._await(key, step, deadline)
         return _taken(step)
@@ -753,7 +755,7 @@ class TokenCache:
         thread = None
         try:
             if _workers.stuck() >= MAX_STUCK_FETCHES:
-                self._complete(key, flight, _too_many_stuck(key))
+                self._finish(key, flight, _too_many_stuck(key))
                 return
             context = contextvars.copy_context()
             name = FETCH_THREAD if flight.replacing is None else REFRESH_THREAD
@@ -765,12 +767,12 @@ class TokenCache:
         except RuntimeError as exc:  # no new thread: none left, or the interpreter is ending
             _workers.discard(thread)
             if threading.main_thread().is_alive():
-                self._complete(key, flight, _no_thread(key, exc))
+                self._finish(key, flight, _no_thread(key, exc))
             else:  # pragma: no cover - Python 3.12+ at shutdown
                 self._run(key, flight, fetch)
         except BaseException as exc:  # an interrupt: its waiters get it too, with no cool-down
             _workers.discard(thread)
-            self._complete(key, flight, exc)
+            self._finish(key, flight, exc)
             raise
 
     def _run(self, key: CacheKey, flight: _Flight, fetch: Callable[[], Token]) -> None:
@@ -788,9 +790,7 @@ class TokenCache:
         finally:
             _workers.discard(threading.current_thread())
             _fetching.reset(mark)
-        events = self._complete(key, flight, result)
-        if events:
-            dispatch(self._listeners, events)
+        self._finish(key, flight, result)
 
     def _watching(self, key: CacheKey, flight: _Flight) -> _Fetching:
         """What :func:`observed` needs to count and watch ``flight``'s token requests."""
@@ -818,36 +818,44 @@ class TokenCache:
                 f"gave up waiting for another caller's token request for client "
                 f"{key[1]!r} at {key[0]}"
             )
-        self._complete(key, flight, _abandoned(key))
+        self._finish(key, flight, _abandoned(key))
 
     async def _arun(
         self, key: CacheKey, flight: _Flight, fetch: Callable[[], Awaitable[Token]]
     ) -> None:
-        """:meth:`_run` as a task: the store, if any, works in a thread, off the loop."""
+        """:meth:`_run` as a task, its fetch cancelled at the flight's deadline: the
+        store, if any, works in a thread, off the loop."""
         result: _Entry | BaseException
         _fetching.set(self._watching(key, flight))  # in the task's own context
+        seconds = _seconds(flight.deadline - self.clock())
         try:
             if self.store is None:
                 sent_at = self.clock()
-                cached = self._timed(key, await fetch(), sent_at)
+                cached = self._timed(key, await asyncio.wait_for(fetch(), seconds), sent_at)
             else:
                 loop = asyncio.get_running_loop()
 
                 def fetch_on_the_loop() -> Token:
-                    return asyncio.run_coroutine_threadsafe(_awaited(fetch), loop).result()
+                    bounded = asyncio.wait_for(_awaited(fetch), seconds)
+                    return asyncio.run_coroutine_threadsafe(bounded, loop).result(seconds)
 
                 cached = await asyncio.to_thread(
                     self._through_store, key, flight, fetch_on_the_loop
                 )
             result = self._entry(key, cached, flight)
-        except asyncio.CancelledError:  # its loop ends: the others are told so, in our terms
-            self._complete(key, flight, _cancelled(key), cools=False)
-            raise
+        except asyncio.CancelledError:
+            raise  # its loop ends: the task's done callback tells the waiters (see alease)
+        except (asyncio.TimeoutError, FutureTimeoutError):
+            result = _abandoned(key)  # past its deadline: cancelled, its connection closed
         except BaseException as exc:  # every outcome reaches the waiters
             result = exc
-        events = self._complete(key, flight, result)
-        if events:
-            dispatch(self._listeners, events)
+        self._finish(key, flight, result)
+
+    def _ended(self, key: CacheKey, flight: _Flight, task: asyncio.Task[None]) -> None:
+        """A fetch task is done: if it was cancelled, even before it ran, its waiters
+        are told so, in our terms."""
+        if task.cancelled():
+            self._finish(key, flight, _cancelled(key), cools=False)
 
     async def _await(self, key: CacheKey, flight: _Flight, deadline: float) -> Lease:
         """:meth:`_wait` for asyncio: the flight's future awaited, never cancelled for others."""
@@ -865,6 +873,14 @@ class TokenCache:
                 continue
         return flight.future.result()
 
+    def _finish(
+        self, key: CacheKey, flight: _Flight, result: _Entry | BaseException, *, cools: bool = True
+    ) -> None:
+        """:meth:`_complete` ``flight``, then tell the listeners, outside every lock."""
+        events = self._complete(key, flight, result, cools=cools)
+        if events:
+            dispatch(self._listeners, events)
+
     def _complete(
         self, key: CacheKey, flight: _Flight, result: _Entry | BaseException, *, cools: bool = True
     ) -> list[Event]:
@@ -874,7 +890,7 @@ class TokenCache:
         changes nothing here, but its waiters still get its outcome. The clock
         and the cool-down are asked outside the lock. ``cools``: a failure
         starts a cool-down (not one that says nothing of the endpoint). Returns the
-        events for listeners, for the fetching thread to dispatch (none without listeners).
+        events for listeners, for :meth:`_finish` to tell (none without listeners).
         """
         now = self.clock()
         with self._lock:
@@ -1097,6 +1113,11 @@ def _status(key: CacheKey, record: _Record, entry: _Entry | None, now: float) ->
         "failures_in_a_row": 0 if failures is None else failures.count,
         "cooling_down_for": failures.until - now if cooling and failures else None,
     }
+
+
+def _seconds(remaining: float) -> float | None:
+    """A wait for what is left of a deadline, in seconds (``None``: no limit)."""
+    return None if math.isinf(remaining) else max(remaining, 0.0)
 
 
 def _taken(step: Lease | TokenRequestError) -> Lease:

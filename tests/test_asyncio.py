@@ -11,6 +11,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from werkzeug import Request, Response
 
@@ -22,11 +23,12 @@ from requests_piggy_auth import (
     TokenRequestError,
 )
 from requests_piggy_auth.failures import token_request_failed
-from requests_piggy_auth.oauth import TokenRequest, TokenResponse
+from requests_piggy_auth.httpx import HttpxAuth
+from requests_piggy_auth.oauth import Token, TokenRequest, TokenResponse
 from requests_piggy_auth.stores import RedisTokenStore
 from requests_piggy_auth.testing import Delay, FakeClock, FakePiggy, Status
 
-from .conftest import CLIENT_ID, CLIENT_SECRET, MakeAuth
+from .conftest import CLIENT_ID, CLIENT_SECRET, EchoServer, MakeAuth
 from .redis_server import RedisServer
 
 
@@ -287,3 +289,60 @@ def test_a_loop_that_ends_with_its_fetch_pending_tells_the_other_waiters_in_our_
 
     assert len(outcomes) == 1
     assert isinstance(outcomes[0], (str, TokenRequestError))  # never a CancelledError
+
+
+KEY = ("https://api.piggy.eu/oauth/token", "client")
+
+
+def test_a_fetch_task_cancelled_before_it_ran_leaves_no_flight_behind() -> None:
+    """``asyncio.run`` cancels the tasks left when it ends, a fetch that never ran
+    included: its key is free at once for the next caller, in any thread."""
+    cache = TokenCache()
+
+    async def fetch() -> Token:
+        return Token("one", expires_in=100)
+
+    async def main() -> None:
+        me = asyncio.current_task()
+        assert me is not None
+
+        async def lead() -> None:
+            await me  # woken in the loop's last turn, after main has ended
+            await cache.alease(KEY, fetch, timeout=5)
+
+        leader = asyncio.create_task(lead())
+        await asyncio.sleep(0)
+        assert not leader.done()
+
+    asyncio.run(main())
+
+    with ThreadPoolExecutor(1) as pool:
+        later = pool.submit(cache.get, KEY, lambda: Token("two", expires_in=100), timeout=30)
+        assert later.result(timeout=60) == "two"
+
+
+def test_an_async_fetch_past_its_deadline_is_cancelled_not_left_running(
+    echo_server: EchoServer,
+) -> None:
+    """A token endpoint that trickles its answer holds no task past the fetch's deadline."""
+    echo_server.mode = "trickle"
+    auth = ClientCredentialsAuth(
+        CLIENT_ID,
+        CLIENT_SECRET,
+        base_url=echo_server.url,
+        cache=TokenCache(),
+        retry=RetryPolicy(total=0, budget=1),
+        timeout=(1, 1),
+    )
+
+    async def main() -> list[asyncio.Task[object]]:
+        async with httpx.AsyncClient(auth=HttpxAuth(auth)) as client:
+            with pytest.raises(TokenRequestError, match="abandoned"):
+                await client.get(echo_server.url + "/api")
+            me = asyncio.current_task()
+            others = [task for task in asyncio.all_tasks() if task is not me]
+            if others:  # a bound for the cancellation to land, not a synchronisation
+                await asyncio.wait(others, timeout=5)
+            return [task for task in others if not task.done()]
+
+    assert asyncio.run(main()) == []

@@ -407,3 +407,23 @@ def test_a_listener_that_raises_in_the_callers_thread_never_fails_a_resend(
     assert requests.get(piggy.url + API, auth=auth, timeout=10).status_code == 200
     assert TokenEvicted(CLIENT_ID) in told  # told in the caller's thread, and raised there
     assert RequestResent(CLIENT_ID, "requests", "success") in told
+
+
+def test_an_abandoned_fetch_and_the_cool_down_it_starts_are_told(clock: FakeClock) -> None:
+    cache = TokenCache(clock=clock, cooldown=CoolDown(first=5, jitter=0))
+    events = Heard()
+    cache.add_listener(events)
+    release = threading.Event()
+
+    def hanging() -> Token:
+        clock.advance(20)  # past the caller's deadline, as a held request would be
+        release.wait(30)
+        return Token("late", expires_in=100)
+
+    with pytest.raises(TokenRequestError, match="abandoned"):
+        cache.get(KEY, hanging, timeout=10)
+    release.set()
+    events.wait(3)  # the late token, when the fetching thread ends at last
+
+    assert cache.status()[0]["cooling_down_for"] is not None
+    assert [type(e) for e in events] == [FetchFailed, CooldownStarted, TokenFetched]
