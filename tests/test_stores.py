@@ -573,16 +573,19 @@ def test_repr_names_the_namespace_only(client: redis.Redis) -> None:
     assert repr(RedisTokenStore(client, "fleet-a")) == "RedisTokenStore(namespace='fleet-a')"
 
 
-def test_the_package_imports_without_redis_and_the_store_says_what_to_install(
+def test_the_package_and_its_stores_import_without_redis_and_redis_says_what_to_install(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    check = "import sys, requests_piggy_auth; assert 'redis' not in sys.modules"
+    check = "import sys, requests_piggy_auth.stores; assert 'redis' not in sys.modules"
     subprocess.run([sys.executable, "-c", check], check=True)
 
     monkeypatch.setitem(sys.modules, "redis", None)
-    monkeypatch.delitem(sys.modules, "requests_piggy_auth.stores")
+    monkeypatch.delitem(sys.modules, "requests_piggy_auth._redis_store")
+    stores = importlib.import_module("requests_piggy_auth.stores")
     with pytest.raises(ImportError, match=r"pip install 'requests-piggy-auth\[redis\]'"):
-        importlib.import_module("requests_piggy_auth.stores")
+        stores.RedisTokenStore  # noqa: B018
+    with pytest.raises(AttributeError, match="MemcachedTokenStore"):
+        stores.MemcachedTokenStore  # noqa: B018
 
 
 def test_a_refresh_ahead_replaces_the_stored_token_rather_than_reading_it_back(
