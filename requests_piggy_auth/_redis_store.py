@@ -18,7 +18,7 @@ except ImportError as exc:
         "RedisTokenStore needs redis-py: pip install 'requests-piggy-auth[redis]'"
     ) from exc
 
-from ._sharing import TIMES, Shared, Wanted, digest, gave_up, shared_token, stored_times
+from ._sharing import TIMES, Shared, Wanted, digest, log, shared_token, stored_times
 from .cache import CachedToken, CacheKey, Clock
 from .oauth import MAX_LIFETIME
 
@@ -120,12 +120,16 @@ class RedisTokenStore(Shared):
             wait_timeout = lock_timeout
         if not lock_timeout >= 0.001 or not poll_interval > 0:
             raise ValueError("lock_timeout must be at least 0.001 s and poll_interval above 0")
-        super().__init__(wait_timeout=wait_timeout, retry_interval=retry_interval, timer=timer)
+        super().__init__(
+            wait_timeout=wait_timeout,
+            retry_interval=retry_interval,
+            wall_clock=wall_clock,
+            timer=timer,
+        )
         self.redis = redis_client
         self.namespace = namespace
         self.lock_timeout = lock_timeout
         self.poll_interval = poll_interval
-        self.wall_clock = wall_clock
         self.sleep = sleep
         self._release_lock = redis_client.register_script(_RELEASE)
         self._reject_token = redis_client.register_script(_REJECT)
@@ -150,46 +154,18 @@ class RedisTokenStore(Shared):
         settings = {name: getattr(self, name) for name in _SETTINGS}
         return (_rebuilt, (type(self), *_client_recipe(self.redis), settings))
 
-    def get(
-        self,
-        key: CacheKey,
-        fetch: Callable[[], CachedToken],
-        clock: Clock,
-        *,
-        replacing: str | None = None,
-        rejected: Collection[str] = (),
-        fresher_than: float | None = None,
-        deadline: float | None = None,
+    def _shared(
+        self, key: CacheKey, fetch: Callable[[], CachedToken], wanted: Wanted, wait: float
     ) -> CachedToken:
-        """``key``'s token from Redis while it is fresh; else ``fetch()`` once for the fleet.
-
-        The process that gets the key's lock looks in Redis once more, then
-        fetches, stores the token with its expiry and releases the lock;
-        the others wait for the token. Errors from ``fetch`` go to the caller
-        (and free the lock at once); Redis errors never do.
-
-        :param replacing: a token refreshed ahead of time: a stored token
-            that is still this one counts as missing, so a whole fleet
-            refreshing at once makes one token request.
-        :param rejected: tokens a 401 rejected here: each is deleted if it is
-            still the stored one, and a stored token fetched before the first
-            401 any process saw for one of them counts as missing.
-        :param fresher_than: a time on ``clock``: a stored token fetched
-            before it counts as missing (after a 401 it may predate a revocation);
-            moved earlier to the first 401 any process saw for ``rejected``.
-        :param deadline: a time on ``clock`` by which to return: the wait for
-            another process's fetch ends then, and once it has passed this
-            fetches without asking Redis (``None``: ``wait_timeout`` alone).
-        """
-        wait = self._wait(clock, deadline)
-        if wait is None:
-            return fetch()
+        """:meth:`get` through Redis: the process that gets the key's lock looks once
+        more, then fetches, stores the token with its expiry and releases the lock; the
+        others wait for the token. A 401's note and compare-and-delete come first."""
         token_key, lock_key = self._keys(key)
         owner = secrets.token_hex(16)
         try:
-            wanted = Wanted(clock, replacing, fresher_than)
-            if rejected:
-                wanted = wanted.since(self._first_rejection(key, rejected, clock))
+            if wanted.rejected:
+                first = self._first_rejection(key, wanted.rejected, wanted.clock)
+                wanted = wanted.since(first)
             shared = self._token_or_lock(key, owner, wait, wanted)
         except redis.RedisError as exc:
             self._unavailable(exc)
@@ -198,7 +174,7 @@ class RedisTokenStore(Shared):
             return shared
         try:
             cached = fetch()
-            self._attempt(self._save, token_key, cached, clock)
+            self._attempt(self._save, token_key, cached, wanted.clock)
         finally:
             self._attempt(self._release_lock, [lock_key], [owner])  # even when Redis just failed
         return cached
@@ -248,7 +224,12 @@ class RedisTokenStore(Shared):
                 return shared
             remaining = wait_until - self.timer()
             if remaining <= 0:
-                gave_up(wait, key)
+                log.warning(
+                    "waited %.1f s for another process's token request for client %r; "
+                    "making one here",
+                    wait,
+                    key[1],
+                )
                 return None
             self.sleep(min(self.poll_interval, remaining))
 

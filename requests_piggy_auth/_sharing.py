@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, replace
 
 from .cache import CachedToken, CacheKey, Clock
@@ -20,24 +20,28 @@ TIMES = ("fetched_at", "stale_at", "expires_at")
 
 @dataclass(frozen=True)
 class Wanted:
-    """Which stored token a call can use: times on ``clock``; not ``replacing``; fetched
-    no earlier than ``fresher_than``."""
+    """Which stored token a call can use: times on ``clock``; not ``replacing`` nor one
+    of ``rejected``; fetched no earlier than ``fresher_than``."""
 
     clock: Clock
     replacing: str | None
     fresher_than: float | None
+    rejected: Collection[str] = ()
 
     def accepts(self, access_token: str, fetched_at: float) -> bool:
-        return access_token != self.replacing and (
-            self.fresher_than is None or fetched_at >= self.fresher_than
+        return (
+            access_token != self.replacing
+            and access_token not in self.rejected
+            and (self.fresher_than is None or fetched_at >= self.fresher_than)
         )
 
     def since(self, first_rejection: float) -> Wanted:
         """Also a token fetched after ``first_rejection``, the first 401 any sharer saw."""
-        earliest = first_rejection
-        if self.fresher_than is not None:
-            earliest = min(earliest, self.fresher_than)
-        return replace(self, fresher_than=earliest)
+        earlier = self.fresher_than
+        return replace(
+            self,
+            fresher_than=first_rejection if earlier is None else min(earlier, first_rejection),
+        )
 
 
 def shared_token(
@@ -72,14 +76,6 @@ def digest(access_token: str) -> str:
     return hashlib.sha256(access_token.encode()).hexdigest()
 
 
-def gave_up(wait: float, key: CacheKey) -> None:
-    log.warning(
-        "waited %.1f s for another process's token request for client %r; making one here",
-        wait,
-        key[1],
-    )
-
-
 class Shared:
     """A store's common part: its wait limits, and how it carries on while its backend
     fails (one warning, the backend left alone for ``retry_interval``, one note when
@@ -92,14 +88,57 @@ class Shared:
     #: What the messages call the backend.
     backend = "backend"
 
-    def __init__(self, *, wait_timeout: float, retry_interval: float, timer: Clock) -> None:
+    def __init__(
+        self, *, wait_timeout: float, retry_interval: float, wall_clock: Clock, timer: Clock
+    ) -> None:
         if not wait_timeout >= 0 or not retry_interval >= 0:
             raise ValueError("wait_timeout and retry_interval must be >= 0")
         self.wait_timeout = wait_timeout
         self.retry_interval = retry_interval
+        self.wall_clock = wall_clock
         self.timer = timer
         self._retry_at = -math.inf
         self._failing = False
+
+    def get(
+        self,
+        key: CacheKey,
+        fetch: Callable[[], CachedToken],
+        clock: Clock,
+        *,
+        replacing: str | None = None,
+        rejected: Collection[str] = (),
+        fresher_than: float | None = None,
+        deadline: float | None = None,
+    ) -> CachedToken:
+        """``key``'s stored token while it is fresh; else ``fetch()`` once for all sharers.
+
+        Errors from ``fetch`` go to the caller (and free the store's lock at
+        once); the store's own errors never do.
+
+        :param replacing: a token refreshed ahead of time: a stored token
+            that is still this one counts as missing, so processes refreshing
+            at once make one token request.
+        :param rejected: tokens a 401 rejected here: each is deleted if it is
+            still the stored one, and a stored token fetched before the first
+            401 any process saw for one of them counts as missing.
+        :param fresher_than: a time on ``clock``: a stored token fetched
+            before it counts as missing (after a 401 it may predate a revocation);
+            moved earlier to the first 401 any process saw for ``rejected``.
+        :param deadline: a time on ``clock`` by which to return: the wait for
+            another process's fetch ends then, and once it has passed this
+            fetches without asking the store (``None``: ``wait_timeout`` alone).
+        """
+        wait = self._wait(clock, deadline)
+        if wait is None:
+            return fetch()
+        return self._shared(key, fetch, Wanted(clock, replacing, fresher_than, rejected), wait)
+
+    def _shared(
+        self, key: CacheKey, fetch: Callable[[], CachedToken], wanted: Wanted, wait: float
+    ) -> CachedToken:
+        """:meth:`get` once the store is to be asked, waiting at most ``wait`` seconds."""
+        raise NotImplementedError
 
     def _wait(self, clock: Clock, deadline: float | None) -> float | None:
         """How long this call may wait for another process's fetch; ``None``: it fetches

@@ -33,10 +33,12 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ._sqlite_store import SQLiteTokenStore
+
 if TYPE_CHECKING:
     from ._redis_store import RedisTimeoutWarning, RedisTokenStore
 
-__all__ = ["RedisTimeoutWarning", "RedisTokenStore"]
+__all__ = ["RedisTimeoutWarning", "RedisTokenStore", "SQLiteTokenStore"]
 
 
 def __getattr__(name: str) -> Any:
