@@ -1,7 +1,8 @@
-"""A fleet of processes on one Redis shares one token: counted at the server.
+"""A fleet of processes on one Redis, or on one SQLite file, shares one token: counted at
+the server.
 
-Four worker processes of eight threads each, a real redis-server and the
-local Piggy; every round starts in all 32 threads at once.
+Four worker processes of eight threads each, a real redis-server or a database file,
+and the local Piggy; every round starts in all 32 threads at once.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ import logging
 import multiprocessing
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
 from requests_piggy_auth import ClientCredentialsAuth, TokenCache
-from requests_piggy_auth.stores import RedisTokenStore
+from requests_piggy_auth.stores import RedisTokenStore, SQLiteTokenStore
 from requests_piggy_auth.testing import FakePiggy
 
 from .conftest import API, CLIENT_ID, CLIENT_SECRET
@@ -38,6 +40,12 @@ def _workers_without_coverage(monkeypatch: pytest.MonkeyPatch) -> None:
 def worker(piggy: FakePiggy, redis_server: RedisServer, **options: Any) -> Worker:
     return Worker(
         redis_server.url, piggy.url + API, piggy.url, CLIENT_ID, CLIENT_SECRET, THREADS, **options
+    )
+
+
+def on_one_file(piggy: FakePiggy, path: Path, **options: Any) -> Worker:
+    return Worker(
+        f"sqlite:{path}", piggy.url + API, piggy.url, CLIENT_ID, CLIENT_SECRET, THREADS, **options
     )
 
 
@@ -170,3 +178,64 @@ def test_workers_forked_from_a_preloaded_app_share_its_store(
     assert [process.exitcode for process in workers] == [0] * PROCESSES
     assert [statuses.get() for _ in workers] == [200] * PROCESSES
     assert piggy.stats().token_requests == 2
+
+
+def test_a_cold_machine_on_one_sqlite_file_makes_one_token_request(
+    piggy: FakePiggy, tmp_path: Path
+) -> None:
+    hold = piggy.hold()
+    with Fleet(on_one_file(piggy, tmp_path / "tokens.sqlite3"), PROCESSES) as fleet:
+        fleet.go()
+        # One worker's token request is held at the server, its process holding the
+        # database's lock, until every worker has asked the file for the token.
+        assert hold.arrived.wait(TIMEOUT)
+        assert {fleet.asked.get(timeout=TIMEOUT) for _ in range(PROCESSES)} == {
+            process.pid for process in fleet.processes
+        }
+        hold.released.set()
+        outcomes = fleet.outcomes()
+
+    assert [status for status, _, _ in outcomes] == [200] * CALLS
+    assert piggy.stats().token_requests == 1
+    assert len(tokens(outcomes)) == 1
+
+
+def test_a_revocation_seen_by_every_process_on_one_sqlite_file_makes_one_token_request(
+    piggy: FakePiggy, tmp_path: Path
+) -> None:
+    with Fleet(on_one_file(piggy, tmp_path / "tokens.sqlite3", rounds=2), PROCESSES) as fleet:
+        first = fleet.round()
+        piggy.revoke_all()
+        reject_together(piggy, CALLS)  # each 401 only once all 32 calls hold the token
+        second = fleet.round()
+
+    assert len(tokens(first)) == 1
+    assert [(status, history) for status, history, _ in second] == [(200, (401,))] * CALLS
+    assert piggy.stats().unauthorized == CALLS
+    assert piggy.stats().token_requests == 2
+    assert len(tokens(second)) == 1
+    assert tokens(first).isdisjoint(tokens(second))
+
+
+def test_a_process_killed_holding_the_sqlite_lock_mid_fetch_delays_no_other(
+    piggy: FakePiggy, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "tokens.sqlite3"
+    hold = piggy.hold()
+    with Fleet(on_one_file(piggy, path), processes=1) as owner:
+        owner.go()
+        assert hold.arrived.wait(TIMEOUT)  # it holds the lock and waits for its token
+        owner.processes[0].kill()
+        owner.processes[0].join()
+    # This process would wait far longer than the test lasts for a lock that stays held.
+    store = SQLiteTokenStore(path, wait_timeout=TIMEOUT * 10)
+    auth = ClientCredentialsAuth(
+        CLIENT_ID, CLIENT_SECRET, base_url=piggy.url, cache=TokenCache(store=store)
+    )
+    with caplog.at_level(logging.WARNING, "requests_piggy_auth"):
+        response = requests.get(piggy.url + API, auth=auth, timeout=TIMEOUT)
+    hold.released.set()
+
+    assert response.status_code == 200
+    assert piggy.stats().token_requests == 2
+    assert caplog.messages == []  # the lock was free at once: it neither failed nor gave up
