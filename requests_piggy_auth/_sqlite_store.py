@@ -28,7 +28,7 @@ _SCHEMA = (
 )
 _LOAD = "SELECT access_token, fetched_at, stale_at, expires_at FROM tokens WHERE key = ?"
 _NOTE = """
-INSERT INTO rejections VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO UPDATE
+INSERT INTO rejections VALUES (?1, ?2, ?3, ?4) ON CONFLICT (key, digest) DO UPDATE
 SET seen_at = ?3, expires_at = ?4 WHERE rejections.expires_at <= ?3
 """
 
@@ -234,8 +234,11 @@ _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 def _check_private(directory: Path) -> None:
     """:raises PermissionError: unless only this user can write to ``directory``."""
     status = directory.stat()
-    owner = os.getuid() if hasattr(os, "getuid") else status.st_uid
-    if status.st_uid != owner or status.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+    # Windows has neither owners nor modes to check here: its ACLs keep a profile private.
+    shared = hasattr(os, "getuid") and (
+        status.st_uid != os.getuid() or status.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    )
+    if shared:
         raise PermissionError(
             f"{directory} is not private: another user owns it or can write to it"
         )
