@@ -43,10 +43,9 @@ def piggy_auth(
     )
 
 
-@pytest.fixture(autouse=True)
-def cache_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """The user's cache directory, for every run here: never the real one."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+@pytest.fixture
+def cache_home(tmp_path: Path) -> Path:
+    """The user's cache directory in every run here (see conftest.py): never the real one."""
     return tmp_path / "cache"
 
 

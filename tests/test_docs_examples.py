@@ -5,8 +5,7 @@ them, with ``PIGGY_BASE_URL`` pointing at the fake server and the production
 URL in the code swapped for the fake server's (so is the examples' proxy: the
 fake serves the absolute URLs an http proxy gets); the placeholder credentials
 are registered with the fake and set in the environment; a document that
-mentions ``REDIS_URL`` gets a real redis-server there, and every document a token store
-file of its own (``PIGGY_AUTH_TOKEN_STORE``). A block right after
+mentions ``REDIS_URL`` gets a real redis-server there. A block right after
 ``<!-- pytest -->`` is a user's test module: each runs with pytest in a fresh
 project, where the plugin's fixtures must make every test in it pass. A block
 right after ``<!-- no-run -->`` is only shown (for example, one that needs a
@@ -54,12 +53,9 @@ def test_examples_run(
     fake_piggy: FakePiggy,
     monkeypatch: pytest.MonkeyPatch,
     request: pytest.FixtureRequest,
-    tmp_path: Path,
 ) -> None:
     if "REDIS_URL" in document.read_text(encoding="utf-8"):  # the fleet guide needs a Redis
         monkeypatch.setenv("REDIS_URL", request.getfixturevalue("redis_server").url)
-    # A token store's default file, and the command's, is the test's own.
-    monkeypatch.setenv("PIGGY_AUTH_TOKEN_STORE", str(tmp_path / "tokens.sqlite3"))
     monkeypatch.setenv("PIGGY_BASE_URL", fake_piggy.url)
     monkeypatch.setenv("PIGGY_CLIENT_ID", CLIENT_ID)
     monkeypatch.setenv("PIGGY_CLIENT_SECRET", CLIENT_SECRET)
