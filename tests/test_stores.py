@@ -1035,11 +1035,13 @@ def test_a_process_killed_holding_the_lock_leaves_it_free(
         "import sqlite3, sys; db = sqlite3.connect(sys.argv[1], isolation_level=None);"
         "db.execute('BEGIN IMMEDIATE'); print('locked', flush=True); sys.stdin.read()"
     )
-    child = subprocess.Popen(
+    untraced = {k: v for k, v in os.environ.items() if k != "COVERAGE_PROCESS_CONFIG"}
+    child = subprocess.Popen(  # killed: it would leave a broken coverage file behind
         [sys.executable, "-c", holding, str(path)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
+        env=untraced,
     )
     assert child.stdout is not None
     assert child.stdout.readline() == "locked\n"
