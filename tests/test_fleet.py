@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import requests
 
-from requests_piggy_auth import ClientCredentialsAuth, TokenCache
+from requests_piggy_auth import ClientCredentialsAuth, TokenCache, TokenStore
 from requests_piggy_auth.stores import RedisTokenStore, SQLiteTokenStore
 from requests_piggy_auth.testing import FakePiggy
 
@@ -82,10 +82,16 @@ def test_a_cold_fleet_makes_one_token_request(piggy: FakePiggy, redis_server: Re
     assert len(tokens(outcomes)) == 1
 
 
+@pytest.mark.parametrize("kind", ["redis", "sqlite"])
 def test_a_revocation_seen_by_the_whole_fleet_makes_one_token_request(
-    piggy: FakePiggy, redis_server: RedisServer
+    piggy: FakePiggy, request: pytest.FixtureRequest, tmp_path: Path, kind: str
 ) -> None:
-    with Fleet(worker(piggy, redis_server, rounds=2), PROCESSES) as fleet:
+    twice = (
+        worker(piggy, request.getfixturevalue("redis_server"), rounds=2)
+        if kind == "redis"
+        else on_one_file(piggy, tmp_path / "tokens.sqlite3", rounds=2)
+    )
+    with Fleet(twice, PROCESSES) as fleet:
         first = fleet.round()
         piggy.revoke_all()
         reject_together(piggy, CALLS)  # each 401 only once all 32 calls hold the token
@@ -129,17 +135,35 @@ def test_without_redis_each_process_falls_back_and_picks_redis_up_again(
     assert piggy.stats().token_requests <= 1 + PROCESSES + PROCESSES
 
 
+@pytest.mark.parametrize("kind", ["redis", "sqlite"])
 def test_a_lock_owner_that_dies_mid_fetch_blocks_the_others_only_until_its_lock_expires(
-    piggy: FakePiggy, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+    piggy: FakePiggy,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    kind: str,
 ) -> None:
+    """Redis's lock expires after ``lock_timeout``; the operating system frees a dead
+    process's lock on an SQLite file at once."""
+    path = tmp_path / "tokens.sqlite3"
+    redis_server = request.getfixturevalue("redis_server") if kind == "redis" else None
     hold = piggy.hold()
-    with Fleet(worker(piggy, redis_server, lock_timeout=0.5), processes=1) as owner:
+    owner_worker = (
+        on_one_file(piggy, path)
+        if redis_server is None
+        else worker(piggy, redis_server, lock_timeout=0.5)
+    )
+    with Fleet(owner_worker, processes=1) as owner:
         owner.go()
         assert hold.arrived.wait(TIMEOUT)  # it holds the lock and waits for its token
         owner.processes[0].kill()
         owner.processes[0].join()
     # This process would wait far longer than the lock lives (wait_timeout).
-    store = RedisTokenStore(redis_server.client(), lock_timeout=0.5, wait_timeout=TIMEOUT)
+    store: TokenStore = (
+        SQLiteTokenStore(path, wait_timeout=TIMEOUT * 10)
+        if redis_server is None
+        else RedisTokenStore(redis_server.client(), lock_timeout=0.5, wait_timeout=TIMEOUT)
+    )
     auth = ClientCredentialsAuth(
         CLIENT_ID, CLIENT_SECRET, base_url=piggy.url, cache=TokenCache(store=store)
     )
@@ -149,7 +173,7 @@ def test_a_lock_owner_that_dies_mid_fetch_blocks_the_others_only_until_its_lock_
 
     assert response.status_code == 200
     assert piggy.stats().token_requests == 2
-    assert caplog.messages == []  # it took the expired lock; it did not give up waiting
+    assert caplog.messages == []  # it took the freed lock; it did not give up waiting
 
 
 @pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
@@ -198,44 +222,3 @@ def test_a_cold_machine_on_one_sqlite_file_makes_one_token_request(
     assert [status for status, _, _ in outcomes] == [200] * CALLS
     assert piggy.stats().token_requests == 1
     assert len(tokens(outcomes)) == 1
-
-
-def test_a_revocation_seen_by_every_process_on_one_sqlite_file_makes_one_token_request(
-    piggy: FakePiggy, tmp_path: Path
-) -> None:
-    with Fleet(on_one_file(piggy, tmp_path / "tokens.sqlite3", rounds=2), PROCESSES) as fleet:
-        first = fleet.round()
-        piggy.revoke_all()
-        reject_together(piggy, CALLS)  # each 401 only once all 32 calls hold the token
-        second = fleet.round()
-
-    assert len(tokens(first)) == 1
-    assert [(status, history) for status, history, _ in second] == [(200, (401,))] * CALLS
-    assert piggy.stats().unauthorized == CALLS
-    assert piggy.stats().token_requests == 2
-    assert len(tokens(second)) == 1
-    assert tokens(first).isdisjoint(tokens(second))
-
-
-def test_a_process_killed_holding_the_sqlite_lock_mid_fetch_delays_no_other(
-    piggy: FakePiggy, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    path = tmp_path / "tokens.sqlite3"
-    hold = piggy.hold()
-    with Fleet(on_one_file(piggy, path), processes=1) as owner:
-        owner.go()
-        assert hold.arrived.wait(TIMEOUT)  # it holds the lock and waits for its token
-        owner.processes[0].kill()
-        owner.processes[0].join()
-    # This process would wait far longer than the test lasts for a lock that stays held.
-    store = SQLiteTokenStore(path, wait_timeout=TIMEOUT * 10)
-    auth = ClientCredentialsAuth(
-        CLIENT_ID, CLIENT_SECRET, base_url=piggy.url, cache=TokenCache(store=store)
-    )
-    with caplog.at_level(logging.WARNING, "requests_piggy_auth"):
-        response = requests.get(piggy.url + API, auth=auth, timeout=TIMEOUT)
-    hold.released.set()
-
-    assert response.status_code == 200
-    assert piggy.stats().token_requests == 2
-    assert caplog.messages == []  # the lock was free at once: it neither failed nor gave up
