@@ -769,7 +769,7 @@ class TokenCache:
             if threading.main_thread().is_alive():
                 self._finish(key, flight, _no_thread(key, exc))
             else:  # pragma: no cover - Python 3.12+ at shutdown
-                self._run(key, flight, fetch)
+                contextvars.copy_context().run(self._run, key, flight, fetch)
         except BaseException as exc:  # an interrupt: its waiters get it too, with no cool-down
             _workers.discard(thread)
             self._finish(key, flight, exc)
@@ -778,8 +778,8 @@ class TokenCache:
     def _run(self, key: CacheKey, flight: _Flight, fetch: Callable[[], Token]) -> None:
         """Fetch through the store, if any, and complete ``flight`` with the outcome."""
         result: _Entry | BaseException
-        mark = _fetching.set(self._watching(key, flight))
-        try:
+        try:  # in a context of its own (see _start): nothing to reset
+            _fetching.set(self._watching(key, flight))
             if self.store is None:
                 cached = self._fetched(key, fetch)
             else:
@@ -789,7 +789,6 @@ class TokenCache:
             result = exc
         finally:
             _workers.discard(threading.current_thread())
-            _fetching.reset(mark)
         self._finish(key, flight, result)
 
     def _watching(self, key: CacheKey, flight: _Flight) -> _Fetching:
@@ -826,9 +825,9 @@ class TokenCache:
         """:meth:`_run` as a task, its fetch cancelled at the flight's deadline: the
         store, if any, works in a thread, off the loop."""
         result: _Entry | BaseException
-        _fetching.set(self._watching(key, flight))  # in the task's own context
         seconds = _seconds(flight.deadline - self.clock())
         try:
+            _fetching.set(self._watching(key, flight))  # in the task's own context
             if self.store is None:
                 sent_at = self.clock()
                 cached = self._timed(key, await asyncio.wait_for(fetch(), seconds), sent_at)

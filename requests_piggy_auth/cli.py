@@ -3,6 +3,11 @@
 Exit codes: 0 success, 1 the API or the token endpoint said no (or could not
 be reached), 2 a usage or configuration error. ``token`` and ``get`` need only
 the library's own dependencies; ``demo`` needs the ``demo`` extra.
+
+``token`` and ``get`` keep client credentials' tokens in a
+:class:`~requests_piggy_auth.stores.SQLiteTokenStore` (``$PIGGY_AUTH_TOKEN_STORE``,
+else the user's cache directory), so the next run uses the same token;
+``--no-cache`` leaves it alone.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import requests
 
 from ._version import __version__
 from .auth import ClientCredentialsAuth, PersonalAccessTokenAuth, PiggyAuth
+from .cache import TokenCache
 from .env import (
     CLIENT_ID_VARIABLE,
     CLIENT_SECRET_VARIABLE,
@@ -35,6 +41,7 @@ from .errors import (
 from .failures import describe_failure
 from .policy import BASE_URL_VARIABLE
 from .sources import FileSource
+from .stores import SQLiteTokenStore
 
 #: Timeout, in seconds, for ``piggy-auth get``.
 GET_TIMEOUT = 30.0
@@ -75,6 +82,13 @@ def parser() -> argparse.ArgumentParser:
     get = commands.add_parser("get", help="GET an API path and print the JSON answer")
     get.add_argument("path", help="a path under the base URL, e.g. /api/v3/oauth/clients/contacts")
     get.set_defaults(command=get_path)
+    for command in (token, get):
+        command.add_argument(
+            "--no-cache",
+            action="store_true",
+            help="request a new token, and keep it from the next run (default: reuse the "
+            "token in $PIGGY_AUTH_TOKEN_STORE, else the user's cache directory)",
+        )
 
     demo = commands.add_parser(
         "demo", help="worker threads against an embedded fake Piggy (needs the demo extra)"
@@ -99,21 +113,32 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+def auth_from_env(args: argparse.Namespace) -> PiggyAuth:
+    """The environment's auth; client credentials' tokens go through the token store,
+    unless ``--no-cache``."""
+    auth = from_env()
+    if isinstance(auth, ClientCredentialsAuth) and not args.no_cache:
+        auth.cache = TokenCache(store=SQLiteTokenStore())
+    return auth
+
+
 def show_token(args: argparse.Namespace) -> int:
     """``piggy-auth token``."""
-    auth = from_env()
+    auth = auth_from_env(args)
     details = {"base URL": auth.base_url}
     if isinstance(auth, ClientCredentialsAuth):
-        token = auth.fetch_token()
-        access_token = token.access_token
         details["credential"] = (
             f"client credentials ({CLIENT_ID_VARIABLE}, {CLIENT_SECRET_VARIABLE})"
         )
         details["client"] = auth.client_id
         details["token type"] = "Bearer"
-        details["expires in"] = (
-            "not stated" if token.expires_in is None else f"{token.expires_in:g} s"
-        )
+        if args.no_cache:
+            token = auth.fetch_token()
+            access_token, expires_in = token.access_token, token.expires_in
+        else:
+            lease = auth.lease()
+            access_token, expires_in = lease.access_token, lease.expires_at - auth.cache.clock()
+        details["expires in"] = "not stated" if expires_in is None else f"{expires_in:.0f} s"
     else:
         pat = cast(PersonalAccessTokenAuth, auth)
         access_token = pat.token()
@@ -139,7 +164,7 @@ def show_token(args: argparse.Namespace) -> int:
 
 def get_path(args: argparse.Namespace) -> int:
     """``piggy-auth get PATH``."""
-    auth = from_env()
+    auth = auth_from_env(args)
     url = api_url(auth, args.path)
     with requests.Session() as session:
         session.auth = auth

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -67,6 +68,14 @@ INVALID_REQUEST = {"WWW-Authenticate": 'Bearer error="invalid_request"'}
 def invalid_token(request: Request) -> Response:
     """A fault: the 401 for a stale token, whatever the token."""
     return json_response({"error": "invalid_token"}, 401, INVALID_TOKEN)
+
+
+@pytest.fixture(autouse=True)
+def _token_store_of_its_own(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test, nor the commands it runs, touches the user's token store: the default
+    file of ``SQLiteTokenStore()`` and of ``piggy-auth`` is the test's own."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("PIGGY_AUTH_TOKEN_STORE", raising=False)
 
 
 @pytest.fixture

@@ -1,10 +1,13 @@
-"""A fleet of worker processes sharing one Redis, like gunicorn or Celery workers.
+"""A fleet of worker processes sharing one Redis or one SQLite file, like gunicorn or Celery
+workers.
 
-Each worker builds what an application builds at import time (a Redis client,
-a :class:`TokenCache` on a :class:`RedisTokenStore`, one auth object), then,
+Each worker builds what an application builds at import time (a Redis client and a
+:class:`RedisTokenStore`, or a :class:`SQLiteTokenStore`; a :class:`TokenCache` on it;
+one auth object), then,
 round after round, calls the API from its threads. Every thread of every
 worker, and the test, wait on one barrier before each round, so a round
-starts everywhere at once. The test decides what happens between rounds.
+starts everywhere at once. The test decides what happens between rounds. Each worker
+tells the test (``Fleet.asked``) each time it asks its store.
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ import requests
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from requests_piggy_auth import ClientCredentialsAuth, TokenCache
-from requests_piggy_auth.stores import RedisTokenStore
+from requests_piggy_auth import ClientCredentialsAuth, TokenCache, TokenStore
+from requests_piggy_auth.stores import RedisTokenStore, SQLiteTokenStore
 
 #: Worker connections to Redis are named this, plus the worker's process id.
 CLIENT_NAME = "fleet-worker-"
@@ -37,7 +40,8 @@ Outcome = tuple[int, tuple[int, ...], str]
 class Worker:
     """What each worker process is told."""
 
-    redis_url: str
+    #: The Redis to share, or ``sqlite:`` and the path of the database file.
+    store_url: str
     api_url: str
     base_url: str
     client_id: str
@@ -49,21 +53,40 @@ class Worker:
     min_evict_interval: float = 5.0
 
 
-def work(worker: Worker, start: Barrier, results: Any) -> None:
-    """A worker process's life: build the auth once, then call the API each round."""
+class _Told(SQLiteTokenStore):
+    """Tells the test when its process asks the file."""
+
+    asked: Any
+
+    def get(self, *args: Any, **options: Any) -> Any:
+        self.asked.put(os.getpid())
+        return super().get(*args, **options)
+
+
+def make_store(worker: Worker, asked: Any) -> TokenStore:
+    """The store a worker process shares."""
+    if worker.store_url.startswith("sqlite:"):
+        told = _Told(worker.store_url.removeprefix("sqlite:"), retry_interval=worker.retry_interval)
+        told.asked = asked
+        return told
     client = redis.Redis.from_url(
-        worker.redis_url,
+        worker.store_url,
         client_name=f"{CLIENT_NAME}{os.getpid()}",
         socket_timeout=2.0,
         socket_connect_timeout=2.0,
         retry=Retry(NoBackoff(), 1),
     )
-    store = RedisTokenStore(
+    return RedisTokenStore(
         client,
         lock_timeout=worker.lock_timeout,
         poll_interval=0.01,
         retry_interval=worker.retry_interval,
     )
+
+
+def work(worker: Worker, start: Barrier, results: Any, asked: Any) -> None:
+    """A worker process's life: build the auth once, then call the API each round."""
+    store = make_store(worker, asked)
     auth = ClientCredentialsAuth(
         worker.client_id,
         worker.client_secret,
@@ -93,8 +116,11 @@ class Fleet:
         context.set_forkserver_preload([__name__])
         self.start = context.Barrier(processes * worker.threads + 1)
         self.results = context.Queue()
+        self.asked = context.Queue()
         self.processes = [
-            context.Process(target=work, args=(worker, self.start, self.results), daemon=True)
+            context.Process(
+                target=work, args=(worker, self.start, self.results, self.asked), daemon=True
+            )
             for _ in range(processes)
         ]
 
@@ -115,6 +141,7 @@ class Fleet:
                 process.kill()
                 process.join()
         self.results.close()
+        self.asked.close()
 
     def go(self) -> None:
         """Start a round: every thread of every worker calls the API at once."""

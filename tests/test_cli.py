@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shlex
+import stat
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -18,7 +19,7 @@ from requests_piggy_auth import PersonalAccessTokenAuth
 from requests_piggy_auth.cli import main, parser
 from requests_piggy_auth.testing import FakePiggy, Malformed
 
-from .conftest import API, CLIENT_ID, CLIENT_SECRET
+from .conftest import API, CLIENT_ID, CLIENT_SECRET, authorizations
 
 ROOT = Path(__file__).resolve().parent.parent
 PAT = "pat-CANARY-0123456789abcdef"
@@ -42,6 +43,12 @@ def piggy_auth(
         timeout=60,
         check=False,
     )
+
+
+@pytest.fixture
+def cache_home(tmp_path: Path) -> Path:
+    """The user's cache directory in every run here (see conftest.py): never the real one."""
+    return tmp_path / "cache"
 
 
 @pytest.fixture
@@ -75,7 +82,7 @@ def test_token_shows_type_expiry_and_a_masked_token(
 def test_token_show_prints_the_token(piggy: FakePiggy, client_env: dict[str, str]) -> None:
     piggy.token_lifetime = None
 
-    result = piggy_auth("token", "--show", env=client_env)
+    result = piggy_auth("token", "--show", "--no-cache", env=client_env)
 
     assert result.returncode == 0, result.stderr
     assert "expires in:   not stated" in result.stdout
@@ -319,3 +326,63 @@ def test_every_command_in_the_docs_parses() -> None:
     assert len(commands) >= 7
     for command in commands:
         parser().parse_args(command[1:])
+
+
+def test_two_get_runs_make_one_token_request_in_all(
+    piggy: FakePiggy, client_env: dict[str, str], tmp_path: Path
+) -> None:
+    store = tmp_path / "elsewhere" / "tokens.sqlite3"
+    env = client_env | {"PIGGY_AUTH_TOKEN_STORE": str(store)}
+
+    runs = [piggy_auth("get", API, env=env) for _ in range(2)]
+
+    assert [run.returncode for run in runs] == [0, 0], runs[1].stderr
+    assert [run.stderr for run in runs] == ["", ""]
+    assert piggy.stats().token_requests == 1
+    [first, second] = authorizations(piggy)
+    assert first == second == f"Bearer {piggy.tokens()[0]}"
+    assert stat.S_IMODE(store.stat().st_mode) == 0o600
+
+
+def test_token_reuses_the_token_in_the_users_cache_directory(
+    piggy: FakePiggy, client_env: dict[str, str], cache_home: Path
+) -> None:
+    first = piggy_auth("token", "--show", env=client_env)
+    second = piggy_auth("token", "--show", env=client_env, script=True)
+
+    assert first.returncode == second.returncode == 0, second.stderr
+    assert piggy.stats().token_requests == 1
+    assert f"access token: {piggy.tokens()[0]}\n" in second.stdout
+    expires_in = re.search(r"^expires in: +(\d+) s$", second.stdout, re.MULTILINE)
+    assert expires_in is not None
+    assert 3000 < int(expires_in.group(1)) <= 3600  # what is left of the same token
+    assert (cache_home / "requests-piggy-auth" / "tokens.sqlite3").exists()
+
+
+@pytest.mark.parametrize("command", [["token"], ["get", API]])
+def test_no_cache_requests_a_token_each_run_and_keeps_it_from_the_store(
+    piggy: FakePiggy, client_env: dict[str, str], cache_home: Path, command: list[str]
+) -> None:
+    store = cache_home / "requests-piggy-auth" / "tokens.sqlite3"
+    runs = [piggy_auth(*command, "--no-cache", env=client_env) for _ in range(2)]
+    assert not store.exists()
+    runs.append(piggy_auth(*command, env=client_env))
+
+    assert [run.returncode for run in runs] == [0, 0, 0]
+    assert piggy.stats().token_requests == 3  # nothing stored: the third run made its own
+    assert store.exists()
+
+
+def test_a_cached_token_revoked_between_runs_is_renewed_once(
+    piggy: FakePiggy, client_env: dict[str, str]
+) -> None:
+    assert piggy_auth("get", API, env=client_env).returncode == 0
+    piggy.revoke_all()
+
+    result = piggy_auth("get", API, env=client_env)
+    again = piggy_auth("get", API, env=client_env)
+
+    assert (result.returncode, again.returncode) == (0, 0), result.stderr
+    assert piggy.stats().token_requests == 2
+    assert piggy.stats().unauthorized == 1
+    assert authorizations(piggy)[-1] == f"Bearer {piggy.tokens()[1]}"

@@ -1,7 +1,8 @@
-"""A fleet of processes on one Redis shares one token: counted at the server.
+"""A fleet of processes on one Redis, or on one SQLite file, shares one token: counted at
+the server.
 
-Four worker processes of eight threads each, a real redis-server and the
-local Piggy; every round starts in all 32 threads at once.
+Four worker processes of eight threads each, a real redis-server or a database file,
+and the local Piggy; every round starts in all 32 threads at once.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ import logging
 import multiprocessing
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from requests_piggy_auth import ClientCredentialsAuth, TokenCache
-from requests_piggy_auth.stores import RedisTokenStore
+from requests_piggy_auth import ClientCredentialsAuth, TokenCache, TokenStore
+from requests_piggy_auth.stores import RedisTokenStore, SQLiteTokenStore
 from requests_piggy_auth.testing import FakePiggy
 
 from .conftest import API, CLIENT_ID, CLIENT_SECRET
@@ -38,6 +40,12 @@ def _workers_without_coverage(monkeypatch: pytest.MonkeyPatch) -> None:
 def worker(piggy: FakePiggy, redis_server: RedisServer, **options: Any) -> Worker:
     return Worker(
         redis_server.url, piggy.url + API, piggy.url, CLIENT_ID, CLIENT_SECRET, THREADS, **options
+    )
+
+
+def on_one_file(piggy: FakePiggy, path: Path, **options: Any) -> Worker:
+    return Worker(
+        f"sqlite:{path}", piggy.url + API, piggy.url, CLIENT_ID, CLIENT_SECRET, THREADS, **options
     )
 
 
@@ -74,10 +82,16 @@ def test_a_cold_fleet_makes_one_token_request(piggy: FakePiggy, redis_server: Re
     assert len(tokens(outcomes)) == 1
 
 
+@pytest.mark.parametrize("kind", ["redis", "sqlite"])
 def test_a_revocation_seen_by_the_whole_fleet_makes_one_token_request(
-    piggy: FakePiggy, redis_server: RedisServer
+    piggy: FakePiggy, request: pytest.FixtureRequest, tmp_path: Path, kind: str
 ) -> None:
-    with Fleet(worker(piggy, redis_server, rounds=2), PROCESSES) as fleet:
+    twice = (
+        worker(piggy, request.getfixturevalue("redis_server"), rounds=2)
+        if kind == "redis"
+        else on_one_file(piggy, tmp_path / "tokens.sqlite3", rounds=2)
+    )
+    with Fleet(twice, PROCESSES) as fleet:
         first = fleet.round()
         piggy.revoke_all()
         reject_together(piggy, CALLS)  # each 401 only once all 32 calls hold the token
@@ -121,17 +135,35 @@ def test_without_redis_each_process_falls_back_and_picks_redis_up_again(
     assert piggy.stats().token_requests <= 1 + PROCESSES + PROCESSES
 
 
+@pytest.mark.parametrize("kind", ["redis", "sqlite"])
 def test_a_lock_owner_that_dies_mid_fetch_blocks_the_others_only_until_its_lock_expires(
-    piggy: FakePiggy, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+    piggy: FakePiggy,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    kind: str,
 ) -> None:
+    """Redis's lock expires after ``lock_timeout``; the operating system frees a dead
+    process's lock on an SQLite file at once."""
+    path = tmp_path / "tokens.sqlite3"
+    redis_server = request.getfixturevalue("redis_server") if kind == "redis" else None
     hold = piggy.hold()
-    with Fleet(worker(piggy, redis_server, lock_timeout=0.5), processes=1) as owner:
+    owner_worker = (
+        on_one_file(piggy, path)
+        if redis_server is None
+        else worker(piggy, redis_server, lock_timeout=0.5)
+    )
+    with Fleet(owner_worker, processes=1) as owner:
         owner.go()
         assert hold.arrived.wait(TIMEOUT)  # it holds the lock and waits for its token
         owner.processes[0].kill()
         owner.processes[0].join()
     # This process would wait far longer than the lock lives (wait_timeout).
-    store = RedisTokenStore(redis_server.client(), lock_timeout=0.5, wait_timeout=TIMEOUT)
+    store: TokenStore = (
+        SQLiteTokenStore(path, wait_timeout=TIMEOUT * 10)
+        if redis_server is None
+        else RedisTokenStore(redis_server.client(), lock_timeout=0.5, wait_timeout=TIMEOUT)
+    )
     auth = ClientCredentialsAuth(
         CLIENT_ID, CLIENT_SECRET, base_url=piggy.url, cache=TokenCache(store=store)
     )
@@ -141,7 +173,7 @@ def test_a_lock_owner_that_dies_mid_fetch_blocks_the_others_only_until_its_lock_
 
     assert response.status_code == 200
     assert piggy.stats().token_requests == 2
-    assert caplog.messages == []  # it took the expired lock; it did not give up waiting
+    assert caplog.messages == []  # it took the freed lock; it did not give up waiting
 
 
 @pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
@@ -170,3 +202,23 @@ def test_workers_forked_from_a_preloaded_app_share_its_store(
     assert [process.exitcode for process in workers] == [0] * PROCESSES
     assert [statuses.get() for _ in workers] == [200] * PROCESSES
     assert piggy.stats().token_requests == 2
+
+
+def test_a_cold_machine_on_one_sqlite_file_makes_one_token_request(
+    piggy: FakePiggy, tmp_path: Path
+) -> None:
+    hold = piggy.hold()
+    with Fleet(on_one_file(piggy, tmp_path / "tokens.sqlite3"), PROCESSES) as fleet:
+        fleet.go()
+        # One worker's token request is held at the server, its process holding the
+        # database's lock, until every worker has asked the file for the token.
+        assert hold.arrived.wait(TIMEOUT)
+        assert {fleet.asked.get(timeout=TIMEOUT) for _ in range(PROCESSES)} == {
+            process.pid for process in fleet.processes
+        }
+        hold.released.set()
+        outcomes = fleet.outcomes()
+
+    assert [status for status, _, _ in outcomes] == [200] * CALLS
+    assert piggy.stats().token_requests == 1
+    assert len(tokens(outcomes)) == 1

@@ -1,7 +1,8 @@
 """Auth objects and the sessions holding them survive pickle and deepcopy, as configuration.
 
 No lock, flight or token crosses: an unpickled auth object uses its own
-process's cache, and a Redis store its own Redis client. Spawn-started process
+process's cache, a Redis store its own Redis client, an SQLite store its own
+connections to the same file. Spawn-started process
 pools (macOS, Windows) depend on it.
 """
 
@@ -11,10 +12,12 @@ import base64
 import copy
 import multiprocessing
 import pickle
+import sqlite3
 import ssl
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,7 +34,7 @@ from requests_piggy_auth import (
     TokenCache,
     shared_cache,
 )
-from requests_piggy_auth.stores import RedisTokenStore
+from requests_piggy_auth.stores import RedisTokenStore, SQLiteTokenStore
 from requests_piggy_auth.testing import FakePiggy
 
 from .conftest import API, CLIENT_ID, CLIENT_SECRET, MakeAuth
@@ -177,6 +180,46 @@ def test_a_spawn_started_process_pool_child_gets_the_token_through_redis(
     piggy: FakePiggy, make_auth: MakeAuth, redis_server: RedisServer
 ) -> None:
     auth = make_auth(cache=TokenCache(store=RedisTokenStore(redis_server.client())))
+    token = auth.token()
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        status, child_token = pool.apply(_token_in_a_spawned_process, (auth, piggy.url + API))
+
+    assert (status, child_token) == (200, token)
+    assert piggy.stats().token_requests == 1
+
+
+@pytest.mark.parametrize("copied", COPIES.values(), ids=COPIES)
+def test_an_auth_on_a_sqlite_store_comes_back_sharing_the_files_tokens(
+    piggy: FakePiggy, make_auth: MakeAuth, tmp_path: Path, copied: Callable[[object], object]
+) -> None:
+    store = SQLiteTokenStore(tmp_path / "tokens.sqlite3", wait_timeout=7)
+    session = requests.Session()
+    session.auth = auth = make_auth(cache=TokenCache(store=store))
+    token = auth.token()
+    store._unavailable(sqlite3.DatabaseError("file is not a database"))  # stays behind
+    again = copied(session)
+
+    assert isinstance(again, requests.Session)
+    assert isinstance(again.auth, ClientCredentialsAuth)
+    assert again.get(piggy.url + API).status_code == 200
+    assert again.auth.token() == token  # through the file: the copy's cache started empty
+    assert piggy.stats().token_requests == 1
+    copy_store = again.auth.cache.store
+    assert isinstance(copy_store, SQLiteTokenStore)
+    assert (copy_store.path, copy_store.wait_timeout, copy_store.health.failing) == (
+        store.path,
+        7,
+        False,
+    )
+    pickled = pickle.dumps(session)
+    for encoded in (token.encode(), base64.b64encode(token.encode())):
+        assert encoded not in pickled
+
+
+def test_a_spawn_started_process_pool_child_gets_the_token_through_the_sqlite_file(
+    piggy: FakePiggy, make_auth: MakeAuth, tmp_path: Path
+) -> None:
+    auth = make_auth(cache=TokenCache(store=SQLiteTokenStore(tmp_path / "tokens.sqlite3")))
     token = auth.token()
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         status, child_token = pool.apply(_token_in_a_spawned_process, (auth, piggy.url + API))

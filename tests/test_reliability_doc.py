@@ -55,6 +55,7 @@ def test_every_named_test_exists(path: str, test: str, case: str) -> None:
         "### Secrets",
         "### 401s and revocations",
         "### Redis",
+        "### SQLite",
         "### Processes",
         "### Bad settings",
     ],

@@ -1,34 +1,42 @@
-"""RedisTokenStore behind TokenCache, one process, a real redis-server.
+"""The token stores behind TokenCache, in one process: a real redis-server, a real SQLite file.
 
 Each ``TokenCache`` here plays one process of a fleet: its own local tier and
-clock, the shared Redis behind it.
+clock, the shared store behind it. The tests that take ``shared`` hold for every
+store (the contract); the others are Redis's own, then, at the end, SQLite's own. The
+SQLite store's processes are in test_fleet.py, its place in the command in test_cli.py.
 """
 
 from __future__ import annotations
 
 import base64
+import ctypes
 import importlib
 import json
 import logging
 import os
+import pickle
 import signal
+import sqlite3
+import stat
 import subprocess
 import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterator
-from typing import Any
+from contextlib import closing, contextmanager
+from pathlib import Path
+from typing import Any, Protocol
 
 import pytest
 import redis
 import requests
 from werkzeug import Request
 
-from requests_piggy_auth import ClientCredentialsAuth, RetryPolicy, TokenCache
+from requests_piggy_auth import ClientCredentialsAuth, RetryPolicy, TokenCache, TokenStore
 from requests_piggy_auth.cache import CachedToken
 from requests_piggy_auth.events import Event, StoreFellBack, StoreRecovered
 from requests_piggy_auth.oauth import Token
-from requests_piggy_auth.stores import RedisTimeoutWarning, RedisTokenStore
+from requests_piggy_auth.stores import RedisTimeoutWarning, RedisTokenStore, SQLiteTokenStore
 from requests_piggy_auth.testing import FakeClock, FakePiggy
 
 from .conftest import API, CLIENT_ID, CLIENT_SECRET
@@ -37,6 +45,7 @@ from .test_refresh_ahead import REFRESH_POINT, refreshed
 
 #: ``(token_url, client_id, secret_fingerprint)``; ``Any`` until ``CacheKey`` has three parts.
 KEY: Any = ("https://api.piggy.eu/oauth/token", "client-1", "5ec7e7f1" * 8)
+OTHER_KEY: Any = ("https://api.piggy.eu/oauth/token", "client-2", "0ther" * 8)
 TOKEN_KEY = f'piggy-auth:token:["https://api.piggy.eu/oauth/token","client-1","{KEY[2]}"]'
 LOCK_KEY = f'piggy-auth:lock:["https://api.piggy.eu/oauth/token","client-1","{KEY[2]}"]'
 EPOCH = 1_800_000_000.0
@@ -74,6 +83,93 @@ def store(client: redis.Redis, wall: FakeClock, timer: FakeClock) -> RedisTokenS
     return RedisTokenStore(client, poll_interval=0.001, wall_clock=wall, timer=timer)
 
 
+class Shared(Protocol):
+    """A store under test and a look at what it holds, from outside the store."""
+
+    @property
+    def store(self) -> TokenStore:
+        """The store."""
+
+    def token(self) -> str | None:
+        """The stored token of ``KEY``, if any."""
+
+    def locked(self) -> bool:
+        """Whether a process holds the store's lock for ``KEY``."""
+
+    def lock(self) -> None:
+        """Take that lock as another process would, for the rest of the test."""
+
+    def dump(self) -> bytes:
+        """Everything the store holds, as bytes."""
+
+
+class SharedRedis:
+    def __init__(self, client: redis.Redis, store: RedisTokenStore) -> None:
+        self.client, self.store = client, store
+
+    def token(self) -> str | None:
+        raw = self.client.get(TOKEN_KEY)
+        return None if raw is None else json.loads(raw)["access_token"]
+
+    def locked(self) -> bool:
+        return bool(self.client.exists(LOCK_KEY))
+
+    def lock(self) -> None:
+        self.client.set(LOCK_KEY, "another-process", px=60_000)
+
+    def dump(self) -> bytes:
+        return b"".join(name + self.client.get(name) for name in self.client.scan_iter())
+
+
+class SharedSQLite:
+    def __init__(self, store: SQLiteTokenStore) -> None:
+        self.store = store
+        self.holder: sqlite3.Connection | None = None
+
+    def token(self) -> str | None:
+        with closing(sqlite3.connect(self.store.path)) as db:
+            tables = db.execute("SELECT name FROM sqlite_master WHERE name = 'tokens'")
+            if not tables.fetchall():
+                return None
+            rows = db.execute("SELECT key, access_token FROM tokens").fetchall()
+        assert [key for key, _ in rows] in ([], [json.dumps(KEY, separators=(",", ":"))])
+        return rows[0][1] if rows else None
+
+    def locked(self) -> bool:
+        with closing(sqlite3.connect(self.store.path, timeout=0, isolation_level=None)) as db:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError:
+                return True
+            return False
+
+    def lock(self) -> None:
+        self.holder = sqlite3.connect(self.store.path, isolation_level=None)
+        self.holder.execute("BEGIN IMMEDIATE")
+
+    def dump(self) -> bytes:
+        return b"".join(path.read_bytes() for path in self.store.path.parent.iterdir())
+
+
+@pytest.fixture(params=["redis", "sqlite"])
+def shared(
+    request: pytest.FixtureRequest, wall: FakeClock, timer: FakeClock, tmp_path: Path
+) -> Iterator[Shared]:
+    """Each store in turn, on a fresh Redis or a fresh file."""
+    if request.param == "redis":
+        client = request.getfixturevalue("redis_server").client()
+        yield SharedRedis(
+            client, RedisTokenStore(client, poll_interval=0.001, wall_clock=wall, timer=timer)
+        )
+        return
+    sqlite = SharedSQLite(
+        SQLiteTokenStore(tmp_path / "tokens.sqlite3", wall_clock=wall, timer=timer)
+    )
+    yield sqlite
+    if sqlite.holder is not None:
+        sqlite.holder.close()
+
+
 @pytest.fixture
 def endpoint() -> Endpoint:
     return Endpoint()
@@ -87,18 +183,27 @@ def logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]
     assert "CANARY" not in caplog.text
 
 
-def process(store: RedisTokenStore, clock: FakeClock | None = None, **options: Any) -> TokenCache:
+def process(store: TokenStore, clock: FakeClock | None = None, **options: Any) -> TokenCache:
     """A process's cache: its own local tier and clock, ``store`` behind it."""
     return TokenCache(store=store, clock=clock or FakeClock(), **options)
 
 
 def test_a_second_process_uses_the_token_the_first_stored(
-    store: RedisTokenStore, client: redis.Redis, endpoint: Endpoint
+    shared: Shared, endpoint: Endpoint
 ) -> None:
-    assert process(store).get(KEY, endpoint) == "token-CANARY-0000"
-    assert process(store).get(KEY, endpoint) == "token-CANARY-0000"
+    assert process(shared.store).get(KEY, endpoint) == "token-CANARY-0000"
+    assert process(shared.store).get(KEY, endpoint) == "token-CANARY-0000"
 
     assert endpoint.issued == ["token-CANARY-0000"]
+    assert shared.token() == "token-CANARY-0000"
+    assert not shared.locked()
+
+
+def test_redis_holds_the_token_with_wall_clock_times_until_it_expires(
+    store: RedisTokenStore, client: redis.Redis, endpoint: Endpoint
+) -> None:
+    process(store).get(KEY, endpoint)
+
     assert client.keys() == [TOKEN_KEY.encode()]
     assert json.loads(client.get(TOKEN_KEY)) == {  # type: ignore[arg-type]
         "access_token": "token-CANARY-0000",
@@ -124,8 +229,9 @@ def test_a_hit_stays_local(stranded: TokenCache, endpoint: Endpoint, logs: Any) 
 
 
 def test_stored_times_carry_over_to_each_process_clock(
-    store: RedisTokenStore, wall: FakeClock, endpoint: Endpoint
+    shared: Shared, wall: FakeClock, endpoint: Endpoint
 ) -> None:
+    store = shared.store
     first = process(store, FakeClock())
     first.get(KEY, endpoint)
     later_clock = FakeClock(123_456.0)  # monotonic clocks start anywhere
@@ -156,8 +262,9 @@ def test_namespaces_keep_fleets_apart(
 
 
 def test_a_401_deletes_the_stored_token_only_while_it_is_the_one_rejected(
-    store: RedisTokenStore, client: redis.Redis, endpoint: Endpoint
+    shared: Shared, endpoint: Endpoint
 ) -> None:
+    store = shared.store
     a, b, newcomer = process(store), process(store), process(store)
     a.get(KEY, endpoint)
     b.get(KEY, endpoint)
@@ -170,25 +277,27 @@ def test_a_401_deletes_the_stored_token_only_while_it_is_the_one_rejected(
     # A process that never held the token leaves Redis alone too.
     assert newcomer.evict(KEY, "token-CANARY-0001") is True
     assert endpoint.issued == ["token-CANARY-0000", "token-CANARY-0001"]
-    assert json.loads(client.get(TOKEN_KEY))["access_token"] == "token-CANARY-0001"  # type: ignore[arg-type]
+    assert shared.token() == "token-CANARY-0001"
 
 
 def test_a_renewal_the_server_rejects_too_leaves_the_stored_token(
-    store: RedisTokenStore, client: redis.Redis, endpoint: Endpoint
+    shared: Shared, endpoint: Endpoint
 ) -> None:
+    store = shared.store
     cache = process(store)
     first = cache.lease(KEY, endpoint)
     assert cache.reject(KEY, first) is True
     renewed = cache.lease(KEY, endpoint, after=first)
 
     assert cache.reject(KEY, renewed) is False  # never accepted, within min_evict_interval
-    assert client.exists(TOKEN_KEY)
+    assert shared.token() == "token-CANARY-0001"
     assert process(store).get(KEY, endpoint) == "token-CANARY-0001"
 
 
 def test_a_resend_never_gets_a_token_another_process_requested_before_the_revocation(
-    store: RedisTokenStore, wall: FakeClock, endpoint: Endpoint
+    shared: Shared, wall: FakeClock, endpoint: Endpoint
 ) -> None:
+    store = shared.store
     a, b_clock = process(store), FakeClock()
     b = process(store, b_clock)
     old = a.lease(KEY, endpoint)
@@ -204,8 +313,9 @@ def test_a_resend_never_gets_a_token_another_process_requested_before_the_revoca
 
 
 def test_a_late_401_for_a_shared_token_takes_the_renewal_another_process_made(
-    store: RedisTokenStore, wall: FakeClock, endpoint: Endpoint
+    shared: Shared, wall: FakeClock, endpoint: Endpoint
 ) -> None:
+    store = shared.store
     a, b = process(store), process(store)
     old, olds = a.lease(KEY, endpoint), b.lease(KEY, endpoint)
     wall.advance(1)
@@ -240,16 +350,17 @@ def test_the_lock_winner_uses_a_token_stored_just_before_it_got_the_lock(
 
 
 def test_a_failed_fetch_frees_the_lock_at_once_and_stores_nothing(
-    store: RedisTokenStore, client: redis.Redis, endpoint: Endpoint
+    shared: Shared, endpoint: Endpoint
 ) -> None:
     def failing() -> Token:
-        assert client.exists(LOCK_KEY)
+        assert shared.locked()
         raise RuntimeError("token endpoint down")
 
     with pytest.raises(RuntimeError, match="down"):
-        process(store).get(KEY, failing)
-    assert client.keys() == []
-    assert process(store).get(KEY, endpoint) == "token-CANARY-0000"
+        process(shared.store).get(KEY, failing)
+    assert not shared.locked()
+    assert shared.token() is None
+    assert process(shared.store).get(KEY, endpoint) == "token-CANARY-0000"
 
 
 def test_a_process_that_waits_too_long_fetches_its_own_token(
@@ -265,17 +376,16 @@ def test_a_process_that_waits_too_long_fetches_its_own_token(
     ]
 
 
-def test_a_token_that_expired_during_its_request_is_not_stored(
-    store: RedisTokenStore, client: redis.Redis
-) -> None:
+def test_a_token_that_expired_during_its_request_is_not_stored(shared: Shared) -> None:
     clock = FakeClock()
 
     def slow() -> Token:
         clock.advance(20)
         return Token("token-CANARY-slow", 10)
 
-    process(store, clock).get(KEY, slow)
-    assert client.keys() == []
+    process(shared.store, clock).get(KEY, slow)
+    assert shared.token() is None
+    assert not shared.locked()
 
 
 @pytest.mark.parametrize(
@@ -467,23 +577,24 @@ def test_a_call_waits_for_another_process_no_longer_than_its_deadline(
     ]
 
 
-def test_a_call_whose_deadline_has_passed_fetches_without_asking_redis(
-    client: redis.Redis, wall: FakeClock, timer: FakeClock, endpoint: Endpoint
+def test_a_call_whose_deadline_has_passed_fetches_without_asking_the_store(
+    shared: Shared, timer: FakeClock, endpoint: Endpoint, logs: Any
 ) -> None:
-    client.set(LOCK_KEY, "another-process", px=60_000)
-    store = RedisTokenStore(client, wall_clock=wall, timer=timer, sleep=timer.sleep)
+    shared.lock()
     clock = FakeClock()
 
-    cached = store.get(KEY, fetching(endpoint, clock), clock, deadline=clock())
+    cached = shared.store.get(KEY, fetching(endpoint, clock), clock, deadline=clock())
 
     assert cached.access_token == "token-CANARY-0000"
     assert timer.sleeps == []
-    assert client.keys() == [LOCK_KEY.encode()]  # nothing read, locked or stored
+    assert shared.token() is None  # nothing read, waited for or stored
+    assert logs.records == []
 
 
 def test_a_stored_token_not_fetched_after_fresher_than_counts_as_missing(
-    store: RedisTokenStore, client: redis.Redis, wall: FakeClock, endpoint: Endpoint
+    shared: Shared, wall: FakeClock, endpoint: Endpoint
 ) -> None:
+    store = shared.store
     process(store).get(KEY, endpoint)  # stored at EPOCH
     clock = FakeClock(50_000.0)  # another process's clock, which reads EPOCH as 50_000
     wall.advance(5)
@@ -496,7 +607,7 @@ def test_a_stored_token_not_fetched_after_fresher_than_counts_as_missing(
 
     assert after_401.access_token == later.access_token == "token-CANARY-0001"
     assert endpoint.issued == ["token-CANARY-0000", "token-CANARY-0001"]
-    assert json.loads(client.get(TOKEN_KEY))["access_token"] == "token-CANARY-0001"  # type: ignore[arg-type]
+    assert shared.token() == "token-CANARY-0001"
 
 
 @pytest.mark.parametrize(
@@ -535,16 +646,16 @@ def test_a_client_whose_connect_timeout_is_its_socket_timeout_is_not_warned_abou
     assert warned == []
 
 
-def test_nothing_in_redis_gives_the_client_secret_away(
-    piggy: FakePiggy, redis_server: RedisServer, client: redis.Redis
+def test_nothing_in_the_store_gives_the_client_secret_away(
+    piggy: FakePiggy, shared: Shared
 ) -> None:
-    store = RedisTokenStore(redis_server.client())
     auth = ClientCredentialsAuth(
-        CLIENT_ID, CLIENT_SECRET, base_url=piggy.url, cache=TokenCache(store=store)
+        CLIENT_ID, CLIENT_SECRET, base_url=piggy.url, cache=TokenCache(store=shared.store)
     )
     assert requests.get(piggy.url + API, auth=auth, timeout=10).status_code == 200
 
-    stored = b"".join(name + client.get(name) for name in client.scan_iter())
+    stored = shared.dump()
+    assert piggy.tokens()[0].encode() in stored
     secret = CLIENT_SECRET.encode()
     assert b"access_token" in stored
     for encoded in (secret, secret.hex().encode(), base64.b64encode(secret)):
@@ -578,31 +689,34 @@ def test_repr_names_the_namespace_only(client: redis.Redis) -> None:
     assert repr(RedisTokenStore(client, "fleet-a")) == "RedisTokenStore(namespace='fleet-a')"
 
 
-def test_the_package_imports_without_redis_and_the_store_says_what_to_install(
+def test_the_package_and_its_stores_import_without_redis_and_redis_says_what_to_install(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    check = "import sys, requests_piggy_auth; assert 'redis' not in sys.modules"
+    check = "import sys, requests_piggy_auth.stores; assert 'redis' not in sys.modules"
     subprocess.run([sys.executable, "-c", check], check=True)
 
     monkeypatch.setitem(sys.modules, "redis", None)
-    monkeypatch.delitem(sys.modules, "requests_piggy_auth.stores")
+    monkeypatch.delitem(sys.modules, "requests_piggy_auth._redis_store")
+    stores = importlib.import_module("requests_piggy_auth.stores")
     with pytest.raises(ImportError, match=r"pip install 'requests-piggy-auth\[redis\]'"):
-        importlib.import_module("requests_piggy_auth.stores")
+        stores.RedisTokenStore  # noqa: B018
+    with pytest.raises(AttributeError, match="MemcachedTokenStore"):
+        stores.MemcachedTokenStore  # noqa: B018
 
 
 def test_a_refresh_ahead_replaces_the_stored_token_rather_than_reading_it_back(
-    store: RedisTokenStore, client: redis.Redis, endpoint: Endpoint
+    shared: Shared, endpoint: Endpoint
 ) -> None:
     clock = FakeClock()
-    cache = process(store, clock, jitter=lambda: 0.0)
+    cache = process(shared.store, clock, jitter=lambda: 0.0)
     cache.get(KEY, endpoint)
     clock.advance(REFRESH_POINT)
 
     assert cache.get(KEY, endpoint) == "token-CANARY-0000"
     refreshed()
     assert cache.get(KEY, endpoint) == "token-CANARY-0001"
-    assert json.loads(client.get(TOKEN_KEY))["access_token"] == "token-CANARY-0001"  # type: ignore[arg-type]
-    assert not client.exists(LOCK_KEY)
+    assert shared.token() == "token-CANARY-0001"
+    assert not shared.locked()
 
 
 def test_two_processes_refreshing_ahead_at_once_make_one_token_request(
@@ -648,32 +762,42 @@ def test_two_processes_refreshing_ahead_at_once_make_one_token_request(
     assert endpoint.issued == ["token-CANARY-0000", "token-CANARY-0001"]
 
 
+@pytest.mark.parametrize("kind", ["redis", "sqlite"])
 def test_a_lock_held_past_half_the_deadline_leaves_the_call_time_to_fetch_its_own(
-    piggy: FakePiggy, redis_server: RedisServer, client: redis.Redis, logs: Any
+    piggy: FakePiggy, redis_server: RedisServer, tmp_path: Path, logs: Any, kind: str
 ) -> None:
-    store = RedisTokenStore(redis_server.client(), poll_interval=0.01)
     auth = ClientCredentialsAuth(
         CLIENT_ID,
         CLIENT_SECRET,
         base_url=piggy.url,
-        cache=TokenCache(store=store),
         timeout=(0.2, 1),
         retry=RetryPolicy(total=0, budget=1),  # a deadline of 1.2 s
     )
-    client.set(store._keys(auth._key)[1], "a process that died holding it", px=60_000)
+    store: RedisTokenStore | SQLiteTokenStore
+    if kind == "redis":
+        store = RedisTokenStore(redis_server.client(), poll_interval=0.01)
+        redis_server.client().set(store._keys(auth._key)[1], "a process holding it", px=60_000)
+    else:
+        store = SQLiteTokenStore(tmp_path / "tokens.sqlite3")
+        holder = sqlite3.connect(store.path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+    auth.cache = TokenCache(store=store)
 
     assert requests.get(piggy.url + API, auth=auth, timeout=5).status_code == 200
     assert piggy.stats().token_requests == 1
-    assert any("making one here" in message for message in logs.messages)
+    said = {"redis": "making one here", "sqlite": "(OperationalError: database is locked)"}
+    assert any(said[kind] in message for message in logs.messages)
+    if kind == "sqlite":
+        holder.close()
 
 
 @pytest.mark.parametrize("forgets", ["least-recently-used", "clear"])
 def test_a_401_after_the_key_was_forgotten_still_renews_past_the_stored_token(
-    piggy: FakePiggy, store: RedisTokenStore, forgets: str
+    piggy: FakePiggy, shared: Shared, forgets: str
 ) -> None:
     """The key's record goes while a request is at the server: its 401 still tells the store."""
     piggy.add_client("other-client", "other-secret")
-    cache = TokenCache(maxsize=1, store=store)
+    cache = TokenCache(maxsize=1, store=shared.store)
     auth = ClientCredentialsAuth(CLIENT_ID, CLIENT_SECRET, base_url=piggy.url, cache=cache)
     other = ClientCredentialsAuth("other-client", "other-secret", base_url=piggy.url, cache=cache)
     assert requests.get(piggy.url + API, auth=auth, timeout=5).status_code == 200
@@ -691,3 +815,298 @@ def test_a_401_after_the_key_was_forgotten_still_renews_past_the_stored_token(
     response = requests.get(piggy.url + API, auth=auth, timeout=10)
 
     assert (response.status_code, [r.status_code for r in response.history]) == (200, [401])
+
+
+# -- SQLiteTokenStore's own promises: a private file, and a bad one never fails a call ------
+
+NAME = json.dumps(KEY, separators=(",", ":"))
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "cache" / "requests-piggy-auth" / "tokens.sqlite3"
+
+
+@pytest.fixture
+def sqlite_store(path: Path, wall: FakeClock, timer: FakeClock) -> SQLiteTokenStore:
+    return SQLiteTokenStore(path, wall_clock=wall, timer=timer)
+
+
+def stored(path: Path) -> list[tuple[Any, ...]]:
+    with closing(sqlite3.connect(path)) as db:
+        return db.execute("SELECT * FROM tokens").fetchall()
+
+
+def test_the_file_is_0600_in_a_directory_made_0700(
+    sqlite_store: SQLiteTokenStore, path: Path, endpoint: Endpoint
+) -> None:
+    assert process(sqlite_store).get(KEY, endpoint) == "token-CANARY-0000"
+
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert stored(path) == [
+        (NAME, "token-CANARY-0000", EPOCH, EPOCH + 3600 - 30, EPOCH + 3600)
+    ]  # the key holds the secret's fingerprint only
+
+
+@pytest.mark.parametrize("other", ["can-write", "owns"])
+def test_a_directory_another_user_can_write_to_is_refused_and_calls_go_on(
+    sqlite_store: SQLiteTokenStore, path: Path, endpoint: Endpoint, logs: Any, other: str
+) -> None:
+    path.parent.mkdir(parents=True)
+    if other == "can-write":
+        path.parent.chmod(0o777)
+    elif os.getuid() == 0:
+        os.chown(path.parent, 65534, 65534)  # nobody's
+    else:
+        pytest.skip("only root can give a directory away")
+
+    assert process(sqlite_store).get(KEY, endpoint) == "token-CANARY-0000"
+    assert process(sqlite_store).get(KEY, endpoint) == "token-CANARY-0001"  # left alone meanwhile
+    assert not path.exists()
+    [refused] = logs.messages
+    assert refused == (
+        f"the token store's database failed (PermissionError: {path.parent} is not private: "
+        "another user owns it or can write to it); tokens are fetched per process until it "
+        "is back, tried again every 30 s"
+    )
+
+
+def test_a_corrupt_file_is_survived_with_one_warning_and_tried_again_later(
+    sqlite_store: SQLiteTokenStore, path: Path, timer: FakeClock, endpoint: Endpoint, logs: Any
+) -> None:
+    path.parent.mkdir(parents=True, mode=0o700)
+    path.write_bytes(b"not a database, CANARY" * 100)
+
+    tokens = [process(sqlite_store).get(KEY, endpoint) for _ in range(3)]
+    timer.advance(30)
+    tokens.append(process(sqlite_store).get(KEY, endpoint))  # tried again: still corrupt
+    path.unlink()  # the user deletes it
+    timer.advance(30)
+    tokens += [process(sqlite_store).get(KEY, endpoint) for _ in range(2)]
+
+    assert tokens == [f"token-CANARY-000{n}" for n in range(5)] + ["token-CANARY-0004"]
+    [corrupt, back] = logs.records
+    assert corrupt.levelno == logging.WARNING
+    assert corrupt.getMessage().startswith(
+        "the token store's database failed (DatabaseError: file is not a database); "
+    )
+    assert back.getMessage() == "the token store's database is back; tokens are shared again"
+
+
+@contextmanager
+def without_root_override() -> Iterator[None]:
+    """Permissions apply even to root, in this thread and the threads it starts."""
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_uint32) for name in ("effective", "permitted", "inherit")]
+
+    header, data = Header(0x20080522, 0), (Data * 2)()
+    assert libc.capget(ctypes.byref(header), data) == 0
+    effective = data[0].effective
+    data[0].effective &= ~0b110  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+    assert libc.capset(ctypes.byref(header), data) == 0
+    try:
+        yield
+    finally:
+        data[0].effective = effective
+        assert libc.capset(ctypes.byref(header), data) == 0
+
+
+@pytest.mark.parametrize("with_file", [False, True], ids=["no-file", "a-file"])
+def test_a_read_only_directory_is_survived_with_every_call_succeeding(
+    sqlite_store: SQLiteTokenStore,
+    path: Path,
+    wall: FakeClock,
+    endpoint: Endpoint,
+    logs: Any,
+    with_file: bool,
+) -> None:
+    if with_file:  # a token another process stored, now stale: a new one cannot be stored
+        process(SQLiteTokenStore(path, wall_clock=wall)).get(KEY, endpoint)
+        wall.advance(3600)
+    path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+    path.parent.chmod(0o500)
+    try:
+        with without_root_override():
+            tokens = [process(sqlite_store).get(KEY, endpoint) for _ in range(3)]
+    finally:
+        path.parent.chmod(0o700)
+
+    assert tokens == endpoint.issued[-3:]
+    assert len(set(tokens)) == 3
+    [read_only] = logs.messages
+    assert read_only.startswith("the token store's database failed (")
+
+
+def test_a_file_locked_even_for_readers_is_survived_with_one_warning(
+    path: Path, wall: FakeClock, timer: FakeClock, endpoint: Endpoint, logs: Any
+) -> None:
+    store = SQLiteTokenStore(path, wait_timeout=0.01, wall_clock=wall, timer=timer)
+    process(store).get(OTHER_KEY, endpoint)  # makes the file
+    with closing(sqlite3.connect(path, isolation_level=None)) as holder:
+        holder.execute("BEGIN EXCLUSIVE")  # no other connection may even read
+
+        tokens = [process(store).get(KEY, endpoint) for _ in range(2)]
+
+    assert tokens == ["token-CANARY-0001", "token-CANARY-0002"]
+    [locked] = logs.messages
+    assert locked.startswith(
+        "the token store's database failed (OperationalError: database is locked); "
+    )
+
+
+def test_a_read_only_file_is_survived_with_one_warning(
+    sqlite_store: SQLiteTokenStore, path: Path, wall: FakeClock, endpoint: Endpoint, logs: Any
+) -> None:
+    process(sqlite_store).get(KEY, endpoint)
+    wall.advance(3600)  # stale: a new one is wanted, and cannot be stored
+    path.chmod(0o400)
+    with without_root_override():
+        tokens = [process(sqlite_store).get(KEY, endpoint) for _ in range(2)]
+
+    assert tokens == ["token-CANARY-0001", "token-CANARY-0002"]
+    [read_only] = logs.messages
+    assert read_only.startswith(
+        "the token store's database failed (OperationalError: attempt to write a readonly "
+        "database); "
+    )
+
+
+def test_a_token_that_cannot_be_stored_is_used_and_the_lock_freed(
+    sqlite_store: SQLiteTokenStore, path: Path, endpoint: Endpoint, logs: Any
+) -> None:
+    process(sqlite_store).get(KEY, endpoint)
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute("DELETE FROM tokens")
+        db.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON tokens BEGIN SELECT RAISE(ABORT, 'no'); END"
+        )
+
+    assert process(sqlite_store).get(KEY, endpoint) == "token-CANARY-0001"
+    assert stored(path) == []
+    with closing(sqlite3.connect(path, timeout=0, isolation_level=None)) as db:
+        db.execute("BEGIN IMMEDIATE")  # free
+    [failed] = logs.messages
+    assert "IntegrityError: no" in failed
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        (NAME, "bad token", 0, 9e12, 9e12),
+        (NAME, None, 0, 9e12, 9e12),
+        (NAME, "token-CANARY-old", "x", 9e12, 9e12),
+        (NAME, "token-CANARY-old", 0, None, 9e12),
+    ],
+)
+def test_a_row_that_is_not_a_usable_token_is_replaced(
+    sqlite_store: SQLiteTokenStore, path: Path, endpoint: Endpoint, row: tuple[Any, ...]
+) -> None:
+    process(sqlite_store).get(OTHER_KEY, endpoint)  # makes the file
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute("DELETE FROM tokens")
+        db.execute("INSERT INTO tokens VALUES (?, ?, ?, ?, ?)", row)
+
+    assert process(sqlite_store).get(KEY, endpoint) == "token-CANARY-0001"
+    assert [entry[1] for entry in stored(path)] == ["token-CANARY-0001"]
+
+
+def test_expired_tokens_and_rejections_are_forgotten_when_a_token_is_stored(
+    sqlite_store: SQLiteTokenStore, path: Path, wall: FakeClock, endpoint: Endpoint
+) -> None:
+    cache = process(sqlite_store)
+    cache.get(KEY, endpoint)
+    cache.evict(KEY, "token-CANARY-0000")
+    cache.get(KEY, endpoint)
+    wall.advance(86_400)
+    process(sqlite_store).get(OTHER_KEY, endpoint)
+
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("SELECT key, access_token FROM tokens").fetchall() == [
+            (json.dumps(OTHER_KEY, separators=(",", ":")), "token-CANARY-0002")
+        ]
+        assert db.execute("SELECT * FROM rejections").fetchall() == []
+
+
+def test_a_process_killed_holding_the_lock_leaves_it_free(
+    sqlite_store: SQLiteTokenStore, path: Path, endpoint: Endpoint, logs: Any
+) -> None:
+    process(sqlite_store).get(OTHER_KEY, endpoint)  # makes the file
+    holding = (
+        "import sqlite3, sys; db = sqlite3.connect(sys.argv[1], isolation_level=None);"
+        "db.execute('BEGIN IMMEDIATE'); print('locked', flush=True); sys.stdin.read()"
+    )
+    untraced = {k: v for k, v in os.environ.items() if k != "COVERAGE_PROCESS_CONFIG"}
+    child = subprocess.Popen(  # killed: it would leave a broken coverage file behind
+        [sys.executable, "-c", holding, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=untraced,
+    )
+    assert child.stdout is not None
+    assert child.stdout.readline() == "locked\n"
+    patient = SQLiteTokenStore(path, wait_timeout=0.01)
+    assert process(patient).get(KEY, endpoint) == "token-CANARY-0001"  # waited, gave up
+    child.kill()
+    assert child.wait() == -9
+    assert child.stdout.read() == ""
+    child.stdout.close()
+    assert child.stdin is not None
+    child.stdin.close()
+
+    assert process(sqlite_store).get(KEY, endpoint) == "token-CANARY-0002"  # took the lock at once
+    assert process(sqlite_store).get(KEY, endpoint) == "token-CANARY-0002"
+    [locked] = logs.messages  # the patient store's: it gave up waiting
+    assert "(OperationalError: database is locked)" in locked
+
+
+def test_the_default_path_is_in_the_users_cache_directory_unless_the_variable_names_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("PIGGY_AUTH_TOKEN_STORE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/is/ignored")
+    assert SQLiteTokenStore().path == tmp_path / ".cache/requests-piggy-auth/tokens.sqlite3"
+    monkeypatch.setenv("XDG_CACHE_HOME", "/xdg")
+    assert SQLiteTokenStore().path == Path("/xdg/requests-piggy-auth/tokens.sqlite3")
+    monkeypatch.setenv("PIGGY_AUTH_TOKEN_STORE", " ~/tokens.db\n")
+    assert SQLiteTokenStore().path == tmp_path / "tokens.db"
+
+
+def test_it_pickles_with_its_settings_and_fresh_from_failures(
+    sqlite_store: SQLiteTokenStore, path: Path, endpoint: Endpoint, logs: Any
+) -> None:
+    path.parent.mkdir(parents=True)
+    path.parent.chmod(0o777)
+    process(sqlite_store).get(KEY, endpoint)  # fails: refused
+    path.parent.chmod(0o700)
+
+    copy = pickle.loads(pickle.dumps(sqlite_store))
+
+    assert (copy.path, copy.wait_timeout, copy.retry_interval) == (path, 30.0, 30.0)
+    assert process(copy).get(KEY, endpoint) == "token-CANARY-0001"  # it used the file
+    assert [entry[1] for entry in stored(path)] == ["token-CANARY-0001"]
+    assert len(logs.records) == 1
+
+
+@pytest.mark.parametrize("options", [{"wait_timeout": -1}, {"retry_interval": -1}])
+def test_bad_sqlite_settings_are_refused(options: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="must be >= 0"):
+        SQLiteTokenStore("tokens.sqlite3", **options)
+
+
+def test_the_sqlite_repr_names_the_file(tmp_path: Path) -> None:
+    store = SQLiteTokenStore(tmp_path / "t.db")
+    assert repr(store) == f"SQLiteTokenStore(path={str(tmp_path / 't.db')!r})"
+
+
+def test_a_cache_on_the_sqlite_store_pickles_too(sqlite_store: SQLiteTokenStore) -> None:
+    copy = pickle.loads(pickle.dumps(TokenCache(store=sqlite_store)))
+    assert isinstance(copy.store, SQLiteTokenStore)
+    assert copy.store.path == sqlite_store.path
