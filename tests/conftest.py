@@ -327,7 +327,7 @@ def make_auth(piggy: FakePiggy, cache: TokenCache) -> MakeAuth:
 @pytest.fixture
 def auth(make_auth: MakeAuth, clock: FakeClock) -> ClientCredentialsAuth:
     """The client, with retries that wait on the cache's clock."""
-    return make_auth(retry=RetryPolicy(sleep=clock.sleep, clock=clock))
+    return make_auth(retry=RetryPolicy(sleep=clock.sleep, asleep=clock.asleep, clock=clock))
 
 
 @pytest.fixture
