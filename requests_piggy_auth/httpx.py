@@ -12,8 +12,8 @@ request yielded from one caller's auth flow.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable, Generator
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Generator, Iterable
+from typing import Any, cast
 
 import httpx
 
@@ -21,7 +21,7 @@ from .cache import Lease
 from .failures import token_request_failed
 from .oauth import MAX_BODY, TokenRequest, TokenResponse
 from .policy import AuthPolicy, Timeout
-from .replay import Answer, Flow, Renew, Resend, read_at_most, replay, stay
+from .replay import Answer, Flow, Renew, Resend, read_at_most, replay, rewinder, stay
 
 __all__ = ["HttpxAuth"]
 
@@ -44,14 +44,14 @@ class HttpxAuth(httpx.Auth):
         return f"HttpxAuth({self.auth!r})"
 
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response]:
-        url = str(request.url)
-        if not self.auth.sends_token_to(url):
+        if not self.auth.sends_token_to(str(request.url)):
             yield request
             return
+        rewind = _rewinder(request)
         lease = self.auth.lease(self._send)
         request.headers["Authorization"] = lease.authorization
         response = yield request
-        flow = _flow(self.auth, lease, request, response)
+        flow, hop = _flow(self.auth, lease, rewind, response), response.request
         sent: object = None
         while True:
             try:
@@ -59,9 +59,10 @@ class HttpxAuth(httpx.Auth):
             except StopIteration:
                 return
             if isinstance(step, Resend):
-                request.headers["Authorization"] = step.lease.authorization
-                sent = _answer((yield request))
+                hop.headers["Authorization"] = step.lease.authorization
+                sent = _answer((yield hop))
             elif isinstance(step, Renew):
+                _drop(response)
                 sent = self.auth.lease(self._send, after=step.rejected)
             else:
                 sent = response.read()[: MAX_BODY + 1] if _bounded(response) else b""
@@ -69,14 +70,14 @@ class HttpxAuth(httpx.Auth):
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        url = str(request.url)
-        if not self.auth.sends_token_to(url):
+        if not self.auth.sends_token_to(str(request.url)):
             yield request
             return
+        rewind = _rewinder(request)
         lease = await self.auth.alease(self._asend)
         request.headers["Authorization"] = lease.authorization
         response = yield request
-        flow = _flow(self.auth, lease, request, response)
+        flow, hop = _flow(self.auth, lease, rewind, response), response.request
         sent: object = None
         while True:
             try:
@@ -84,9 +85,10 @@ class HttpxAuth(httpx.Auth):
             except StopIteration:
                 return
             if isinstance(step, Resend):
-                request.headers["Authorization"] = step.lease.authorization
-                sent = _answer((yield request))
+                hop.headers["Authorization"] = step.lease.authorization
+                sent = _answer((yield hop))
             elif isinstance(step, Renew):
+                await _adrop(response)
                 sent = await self.auth.alease(self._asend, after=step.rejected)
             else:
                 sent = (await response.aread())[: MAX_BODY + 1] if _bounded(response) else b""
@@ -127,12 +129,22 @@ class HttpxAuth(httpx.Auth):
 
 
 def _flow(
-    policy: AuthPolicy, lease: Lease, request: httpx.Request, response: httpx.Response
+    policy: AuthPolicy,
+    lease: Lease,
+    rewind: Callable[[], object] | None,
+    response: httpx.Response,
 ) -> Flow:
-    """The replay flow for ``response``, the answer to ``request`` that carried ``lease``."""
-    return replay(
-        policy, lease, _answer(response), _rewinder(request), request.method, str(request.url)
-    )
+    """The replay flow for ``response``, the answer after the request that carried ``lease``.
+
+    httpx follows redirects inside the auth flow: ``response`` answers the last
+    hop, which it judges and resends. A hop that did not carry the token (httpx
+    drops it on a redirect to another origin) tells nothing of it: its answer
+    goes back as it is.
+    """
+    hop = response.request
+    if hop.headers.get("Authorization") != lease.authorization:
+        return
+    yield from replay(policy, lease, _answer(response), rewind, hop.method, str(hop.url))
 
 
 def _answer(response: httpx.Response) -> Answer:
@@ -140,12 +152,39 @@ def _answer(response: httpx.Response) -> Answer:
 
 
 def _rewinder(request: httpx.Request) -> Callable[[], object] | None:
-    """``stay`` for a request whose body httpx holds in memory, else ``None`` (a stream)."""
-    try:
-        request.content  # noqa: B018 - raises for a body httpx has not read
-    except httpx.RequestNotRead:
-        return None
-    return stay
+    """How to put ``request``'s body back before a resend, or ``None`` if httpx cannot replay it.
+
+    In memory (``content=b"..."``, ``json=``, ``data=``) it needs nothing; a
+    seekable file is sought back to where it is now; a byte stream that
+    iterates anew each time (a list of chunks) needs nothing. A generator, an
+    iterator and anything else (a multipart upload) cannot be replayed.
+    """
+    stream = request.stream
+    if isinstance(stream, httpx.ByteStream):
+        return stay
+    body = getattr(stream, "_stream", None)  # what httpx's iterator streams were given
+    if hasattr(body, "read"):
+        return rewinder(body)
+    if isinstance(body, Iterable) and iter(body) is not body:
+        return stay
+    if isinstance(body, AsyncIterable) and aiter(body) is not body:
+        return stay
+    return None
+
+
+def _drop(response: httpx.Response) -> None:
+    """Close a 401 whose body was not read, and leave httpx an empty one to read instead:
+    httpx reads a 401 whole before the resend, and its body may never end."""
+    if not response.is_stream_consumed:
+        stream, response.stream = response.stream, httpx.ByteStream(b"")
+        cast(httpx.SyncByteStream, stream).close()
+
+
+async def _adrop(response: httpx.Response) -> None:
+    """:func:`_drop` for an ``AsyncClient``'s response."""
+    if not response.is_stream_consumed:
+        stream, response.stream = response.stream, httpx.ByteStream(b"")
+        await cast(httpx.AsyncByteStream, stream).aclose()
 
 
 def _bounded(response: httpx.Response) -> bool:
