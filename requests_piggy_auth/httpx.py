@@ -25,6 +25,9 @@ from .replay import Answer, Flow, Renew, Resend, read_at_most, replay, rewinder,
 
 __all__ = ["HttpxAuth"]
 
+#: How many origins an :class:`HttpxAuth` remembers its decision for.
+MAX_ORIGINS = 64
+
 
 class HttpxAuth(httpx.Auth):
     """An ``httpx.Auth`` that sends the Piggy token and recovers from a stale one.
@@ -39,12 +42,14 @@ class HttpxAuth(httpx.Auth):
 
     def __init__(self, auth: AuthPolicy) -> None:
         self.auth = auth
+        #: The policy's answer for each origin seen, as httpx parsed it (where it connects).
+        self._origins: dict[tuple[str, bytes, int | None], bool] = {}
 
     def __repr__(self) -> str:
         return f"HttpxAuth({self.auth!r})"
 
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response]:
-        if not self.auth.sends_token_to(str(request.url)):
+        if not self._sends_token_to(request.url):
             yield request
             return
         rewind = _rewinder(request)
@@ -70,11 +75,11 @@ class HttpxAuth(httpx.Auth):
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        if not self.auth.sends_token_to(str(request.url)):
+        if not self._sends_token_to(request.url):
             yield request
             return
         rewind = _rewinder(request)
-        lease = await self.auth.alease(self._asend)
+        lease = self.auth.cached() or await self.auth.alease(self._asend)
         request.headers["Authorization"] = lease.authorization
         response = yield request
         flow, hop = _flow(self.auth, lease, rewind, response), response.request
@@ -92,6 +97,17 @@ class HttpxAuth(httpx.Auth):
                 sent = await self.auth.alease(self._asend, after=step.rejected)
             else:
                 sent = (await response.aread())[: MAX_BODY + 1] if _bounded(response) else b""
+
+    def _sends_token_to(self, url: httpx.URL) -> bool:
+        """:meth:`~.AuthPolicy.sends_token_to` for ``url``, remembered by its origin: a
+        decision by origin alone, and a URL's text costs more than a cache hit."""
+        origin = (url.scheme, url.raw_host, url.port)
+        known = self._origins.get(origin)
+        if known is None:
+            if len(self._origins) >= MAX_ORIGINS:
+                self._origins.clear()
+            known = self._origins[origin] = self.auth.sends_token_to(str(url))
+        return known
 
     def _send(self, request: TokenRequest) -> TokenResponse:
         """Send a token request on a client of its own."""

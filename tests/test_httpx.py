@@ -31,7 +31,7 @@ from requests_piggy_auth import (
 from requests_piggy_auth.errors import TokenRequestError
 from requests_piggy_auth.events import Event, TokenFetched
 from requests_piggy_auth.failures import describe_failure
-from requests_piggy_auth.httpx import HttpxAuth
+from requests_piggy_auth.httpx import MAX_ORIGINS, HttpxAuth
 from requests_piggy_auth.stores import RedisTokenStore
 from requests_piggy_auth.testing import Delay, FakeClock, FakePiggy, Hold
 from requests_piggy_auth.urllib3 import AuthorizedHttp
@@ -360,10 +360,14 @@ def test_a_refresh_ahead_pending_when_its_loop_closes_leaves_no_task_and_no_warn
             return status
 
     assert asyncio.run(closing()) == 200  # closes the loop, the refresh still held
-    hold.release()
+    clock.advance(1.8)  # stale: the next call waits for a new fetch, on a new loop
+    try:
+        renewed = get(auth, piggy.url + API)
+    finally:
+        hold.release()
 
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
-    assert get(auth, piggy.url + API).status_code == 200  # a new loop refreshes anew
+    assert renewed.request.headers["Authorization"] == f"Bearer {piggy.tokens()[1]}"
     assert piggy.stats().token_requests == 3  # the first, the one cut short, the new one
 
 
@@ -447,6 +451,19 @@ def test_a_stream_httpx_cannot_replay_is_not_resent(
 def test_repr_names_the_wrapped_auth(piggy: FakePiggy) -> None:
     pat = PersonalAccessTokenAuth("pat-123", base_url=piggy.url)
     assert repr(HttpxAuth(pat)).startswith("HttpxAuth(PersonalAccessTokenAuth(")
+
+
+def test_the_decision_by_origin_holds_past_the_origins_remembered(
+    piggy: FakePiggy, auth: ClientCredentialsAuth
+) -> None:
+    httpx_auth = HttpxAuth(auth)
+    others = [httpx.URL(f"https://host-{n}.example/") for n in range(MAX_ORIGINS + 1)]
+    api = httpx.URL(piggy.url + API)
+
+    decisions = [httpx_auth._sends_token_to(url) for url in [api, *others, api]]
+
+    assert decisions == [True] + [False] * (MAX_ORIGINS + 1) + [True]
+    assert len(httpx_auth._origins) <= MAX_ORIGINS
 
 
 def test_a_token_request_that_times_out_says_so(piggy: FakePiggy, make_auth: MakeAuth) -> None:
