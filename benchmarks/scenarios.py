@@ -48,6 +48,9 @@ class Settings:
     :param recovery_limit: seconds after the outage to wait for every thread to succeed.
     :param overhead_calls: calls per timing of the overhead benchmark.
     :param overhead_repeats: timings of each signer; the best and the median are kept.
+    :param tasks: tasks in the async cold and revocation storms.
+    :param load_tasks: tasks under expiry in the async scenarios.
+    :param async_seconds: how long the async expiry scenario runs.
     """
 
     storm_threads: int = 32
@@ -60,6 +63,9 @@ class Settings:
     recovery_limit: float = 15.0
     overhead_calls: int = 5000
     overhead_repeats: int = 41
+    tasks: int = 500
+    load_tasks: int = 50
+    async_seconds: float = 9.0
 
     @property
     def leeway(self) -> float:
@@ -79,6 +85,9 @@ SMOKE = Settings(
     recovery_limit=3.0,
     overhead_calls=200,
     overhead_repeats=3,
+    tasks=20,
+    load_tasks=4,
+    async_seconds=0.5,
 )
 
 
