@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -36,7 +36,7 @@ from requests_piggy_auth.stores import RedisTokenStore
 from requests_piggy_auth.testing import Delay, FakeClock, FakePiggy, Hold
 from requests_piggy_auth.urllib3 import AuthorizedHttp
 
-from .conftest import API, MakeAuth, invalid_token
+from .conftest import API, MakeAuth, Ticks, invalid_token
 from .redis_server import RedisServer
 
 
@@ -44,36 +44,6 @@ from .redis_server import RedisServer
 def auth(make_auth: MakeAuth) -> ClientCredentialsAuth:
     """The client on a cache of its own, on the real clock."""
     return make_auth(cache=TokenCache())
-
-
-class Ticks:
-    """Counts the turns of an event loop while a call is pending and something is held.
-
-    :meth:`hold` (a fault, or a thread's wait) lasts until the loop has turned
-    ``enough`` times, or a second at most, the time the issue gives a slow token
-    endpoint. A loop blocked meanwhile counts nothing: when it runs again, the
-    hold is over.
-    """
-
-    def __init__(self, enough: int = 20) -> None:
-        self.enough = enough
-        self.counted = 0
-        self.holding, self.reached, self.over = (threading.Event() for _ in range(3))
-
-    def hold(self, request: Request | None = None) -> None:
-        self.holding.set()
-        self.reached.wait(1)
-        self.over.set()
-
-    async def tick(self, pending: Awaitable[Any]) -> None:
-        """Count while ``pending`` is not done and the hold is on; stop when it is over."""
-        waited = asyncio.ensure_future(pending)
-        while not self.over.is_set():
-            if self.holding.is_set() and not waited.done() and self.counted < self.enough:
-                self.counted += 1
-                if self.counted == self.enough:
-                    self.reached.set()
-            await asyncio.sleep(0.001)
 
 
 def test_500_tasks_cold_make_one_token_request(
