@@ -17,7 +17,15 @@ REDIS = ["redis>=4.5"]
 # HttpxAuth: the same auth objects and token cache for httpx.Client and httpx.AsyncClient.
 HTTPX = ["httpx>=0.24"]
 # `python -m benchmarks`: the libraries we measure ourselves against.
-BENCH = [*TESTING, "authlib>=1.3", "requests-oauthlib>=1.3", "requests-auth>=7"]
+# The async scenarios: authlib's AsyncOAuth2Client and httpx-auth on httpx.AsyncClient.
+BENCH = [
+    *TESTING,
+    *HTTPX,
+    "authlib>=1.3",
+    "requests-oauthlib>=1.3",
+    "requests-auth>=7",
+    "httpx-auth>=0.22",
+]
 # The documentation site: Sphinx with furo and MyST Markdown; autodoc imports every module.
 DOCS = [*TESTING, *REDIS, "sphinx>=7.2", "furo>=2024.1", "myst-parser>=2"]
 TEST = [

@@ -207,7 +207,8 @@ def revocation_storm(library: AsyncLibrary, settings: Settings) -> AsyncStorm:
             before = piggy.stats().token_requests
             piggy.revoke_all()
             stall, start = Stall(), time.perf_counter()
-            await asyncio.gather(*(call(calls, client, url) for _ in range(settings.tasks)))
+            tasks = settings.revocation_tasks
+            await asyncio.gather(*(call(calls, client, url) for _ in range(tasks)))
             seconds = time.perf_counter() - start
             await client.aclose()
             tokens = piggy.stats().token_requests - before

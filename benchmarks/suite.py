@@ -109,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     markdown = run(SMOKE if args.smoke else FULL, args.only)
     print(markdown)
-    output = args.output or (None if args.smoke else RESULTS)
+    output = args.output or (None if args.smoke or args.only else RESULTS)
     if output is not None:
         output.write_text(markdown, encoding="utf-8")
     return 0

@@ -50,9 +50,8 @@ def test_the_smoke_run_writes_a_row_per_library_and_a_column_per_scenario(
     assert header == ["async library (httpx.AsyncClient)", *ASYNC_SCENARIOS]
     assert [row[0] for row in rows] == [library.name for library in ASYNC_LIBRARIES]
     ours = dict(zip(header, rows[0], strict=True))
-    tasks = SMOKE.tasks
     assert ours["cold storm"].startswith("1 token request, 0 failed, ")
     assert ours["expiry under load"].split(";")[0].endswith(", 0 × 401, 0 exceptions")
-    assert ours["revocation storm"] == f"1 token request; seen: 200 × {tasks}"
+    assert ours["revocation storm"] == f"1 token request; seen: 200 × {SMOKE.revocation_tasks}"
     assert all(row[-1].endswith("× httpx BasicAuth)") for row in rows)
     assert "\n| httpx BasicAuth | " in markdown.split("\n\n")[3]
