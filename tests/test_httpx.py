@@ -52,7 +52,9 @@ def test_500_tasks_cold_make_one_token_request(
     hold = piggy.hold()
 
     async def tasks() -> list[int]:
-        async with httpx.AsyncClient(auth=HttpxAuth(auth), timeout=60) as client:
+        # A small pool: httpcore's work per queued request grows with the pool's size.
+        limits = httpx.Limits(max_connections=10)
+        async with httpx.AsyncClient(auth=HttpxAuth(auth), timeout=60, limits=limits) as client:
             calls = [asyncio.create_task(client.get(piggy.url + API)) for _ in range(500)]
             await asyncio.to_thread(hold.release_on_arrival)  # the loop runs on meanwhile
             return [(await call).status_code for call in calls]
