@@ -33,7 +33,7 @@ from requests_piggy_auth.events import Event, TokenFetched
 from requests_piggy_auth.failures import describe_failure
 from requests_piggy_auth.httpx import MAX_ORIGINS, HttpxAuth
 from requests_piggy_auth.stores import RedisTokenStore
-from requests_piggy_auth.testing import Delay, FakeClock, FakePiggy, Hold
+from requests_piggy_auth.testing import FakeClock, FakePiggy, Hold, Status
 from requests_piggy_auth.urllib3 import AuthorizedHttp
 
 from .conftest import API, MakeAuth, Ticks, invalid_token
@@ -439,13 +439,22 @@ def test_the_decision_by_origin_holds_past_the_origins_remembered(
 
 
 def test_a_token_request_that_times_out_says_so(piggy: FakePiggy, make_auth: MakeAuth) -> None:
-    piggy.fault_token_endpoint(Delay(1), times=1)
+    released = threading.Event()
+
+    def held(request: Request) -> Response:
+        released.wait(30)
+        return Status(503)(request)  # issues no token that a later test could see
+
+    piggy.fault_token_endpoint(held, times=1)
     auth = make_auth(cache=TokenCache(), retry=RetryPolicy(total=0), timeout=0.2)
-    with (
-        pytest.raises(TokenRequestError, match=r"timed out .*ReadTimeout"),
-        httpx.Client(auth=HttpxAuth(auth)) as client,
-    ):
-        client.get(piggy.url + API)
+    try:
+        with (
+            pytest.raises(TokenRequestError, match=r"timed out .*ReadTimeout"),
+            httpx.Client(auth=HttpxAuth(auth)) as client,
+        ):
+            client.get(piggy.url + API)
+    finally:
+        released.set()
 
 
 def test_failures_are_told_without_httpx_imported(monkeypatch: pytest.MonkeyPatch) -> None:
