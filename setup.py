@@ -19,7 +19,15 @@ HTTPX = ["httpx>=0.24"]
 # requests_piggy_auth.otel: OpenTelemetry metrics and traces (the API only; the app picks an SDK).
 OTEL = ["opentelemetry-api>=1.20"]
 # `python -m benchmarks`: the libraries we measure ourselves against.
-BENCH = [*TESTING, "authlib>=1.3", "requests-oauthlib>=1.3", "requests-auth>=7"]
+# The async scenarios: authlib's AsyncOAuth2Client and httpx-auth on httpx.AsyncClient.
+BENCH = [
+    *TESTING,
+    *HTTPX,
+    "authlib>=1.3",
+    "requests-oauthlib>=1.3",
+    "requests-auth>=7",
+    "httpx-auth>=0.22",
+]
 # The documentation site: Sphinx with furo and MyST Markdown; autodoc imports every module.
 DOCS = [*TESTING, *REDIS, *OTEL, "sphinx>=7.2", "furo>=2024.1", "myst-parser>=2"]
 TEST = [

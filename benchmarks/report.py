@@ -5,8 +5,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from .scenarios import BASIC, Expiry, Outage, Overhead, Settings, Storm
+from .scenarios import BASIC, Expiry, Outage, Overhead, Storm
+
+if TYPE_CHECKING:
+    from .aio import AsyncExpiry, AsyncStorm
 
 SCENARIOS = [
     "cold start",
@@ -31,10 +35,8 @@ class Row:
     overhead: Overhead
 
 
-def table(
-    rows: Sequence[Row], overheads: dict[str, Overhead], settings: Settings, machine: str
-) -> str:
-    """The library × scenario table, then the overhead table, as Markdown, and how it ran."""
+def table(rows: Sequence[Row], overheads: dict[str, Overhead]) -> str:
+    """The library × scenario table, then the overhead table, as Markdown."""
     basic = overheads[BASIC].best
     lines = [
         _row(["library", *SCENARIOS]),
@@ -47,12 +49,54 @@ def table(
             _row([name, f"{o.best:.0f}", f"{o.median:.0f}", f"{o.best / basic:.2f}×"])
             for name, o in overheads.items()
         ),
-        "",
-        f"Settings: {settings}",
-        "",
-        f"Machine: {machine}",
     ]
     return "\n".join(lines) + "\n"
+
+
+ASYNC_SCENARIOS = ["cold storm", "expiry under load", "revocation storm", "overhead on a hit"]
+
+
+@dataclass(frozen=True)
+class AsyncRow:
+    """One async library's results, a field per async scenario."""
+
+    library: str
+    cold_storm: AsyncStorm
+    expiry: AsyncExpiry
+    revocation: AsyncStorm
+    overhead: Overhead
+
+
+def async_table(rows: Sequence[AsyncRow], overheads: dict[str, Overhead], basic: str) -> str:
+    """The async library × scenario table, then its overhead table, as Markdown."""
+    base = overheads[basic].best
+    lines = [
+        _row(["async library (httpx.AsyncClient)", *ASYNC_SCENARIOS]),
+        _row(["---"] * (len(ASYNC_SCENARIOS) + 1)),
+        *(_row([row.library, *_async_cells(row, base, basic)]) for row in rows),
+        "",
+        _row(["async auth flow (cache hit)", "best ns/call", "median ns/call", f"best vs {basic}"]),
+        _row(["---", "---:", "---:", "---:"]),
+        *(
+            _row([name, f"{o.best:.0f}", f"{o.median:.0f}", f"{o.best / base:.2f}×"])
+            for name, o in overheads.items()
+        ),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _async_cells(row: AsyncRow, base: float, basic: str) -> list[str]:
+    expiry = row.expiry
+    return [
+        f"{_storm(row.cold_storm)}; loop stalled {_ms(row.cold_storm.stall)} at most",
+        f"{_n(len(expiry.calls.latencies), 'call')}, {_n(expiry.token_requests, 'token request')}, "
+        f"{expiry.calls.outcomes['401']} × 401, {_exceptions(expiry.calls.outcomes)} exceptions; "
+        f"p50 {_ms(expiry.percentile(50))}, p99 {_ms(expiry.percentile(99))}, "
+        f"max after first {_ms(expiry.first_max)}; loop stalled {_ms(expiry.stall)} at most",
+        f"{_n(row.revocation.token_requests, 'token request')}; "
+        f"seen: {_outcomes(row.revocation.calls.outcomes)}",
+        f"{row.overhead.best:.0f} ns ({row.overhead.best / base:.2f}× {basic})",
+    ]
 
 
 def _cells(row: Row, basic: float) -> list[str]:

@@ -48,6 +48,10 @@ class Settings:
     :param recovery_limit: seconds after the outage to wait for every thread to succeed.
     :param overhead_calls: calls per timing of the overhead benchmark.
     :param overhead_repeats: timings of each signer; the best and the median are kept.
+    :param tasks: tasks in the async cold storm.
+    :param revocation_tasks: tasks in the async revocation storm.
+    :param load_tasks: tasks under expiry in the async scenarios.
+    :param async_seconds: how long the async expiry scenario runs.
     """
 
     storm_threads: int = 32
@@ -60,6 +64,10 @@ class Settings:
     recovery_limit: float = 15.0
     overhead_calls: int = 5000
     overhead_repeats: int = 41
+    tasks: int = 500
+    revocation_tasks: int = 100
+    load_tasks: int = 8
+    async_seconds: float = 9.0
 
     @property
     def leeway(self) -> float:
@@ -79,6 +87,10 @@ SMOKE = Settings(
     recovery_limit=3.0,
     overhead_calls=200,
     overhead_repeats=3,
+    tasks=20,
+    revocation_tasks=10,
+    load_tasks=4,
+    async_seconds=0.5,
 )
 
 

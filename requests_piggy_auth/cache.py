@@ -563,11 +563,10 @@ class TokenCache:
         :param after: as for :meth:`lease`.
         :raises TokenRequestError: as :meth:`lease` does.
         """
+        hit = self.hit(key)
+        if hit is not None:
+            return hit
         now = self.clock()
-        with self._lock:
-            entry = self._hits.get(key)
-            if entry is not None and now < entry.refresh_at:
-                return entry.lease
         step, start, deadline = self._decide(key, now, timeout, renewal=after is not None)
         if start is not None:
             task = asyncio.get_running_loop().create_task(self._arun(key, start, fetch))
@@ -577,6 +576,14 @@ class TokenCache:
         if isinstance(step, _Flight):
             return await self._await(key, step, deadline)
         return _taken(step)
+
+    def hit(self, key: CacheKey) -> Lease | None:
+        """``key``'s lease while its token is short of its refresh point, else ``None``:
+        what :meth:`lease` and :meth:`alease` hand out first, with nothing to await."""
+        now = self.clock()
+        with self._lock:
+            entry = self._hits.get(key)
+        return entry.lease if entry is not None and now < entry.refresh_at else None
 
     def get(
         self, key: CacheKey, fetch: Callable[[], Token], *, timeout: float | None = None

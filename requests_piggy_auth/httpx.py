@@ -12,9 +12,9 @@ request yielded from one caller's auth flow.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable, Generator
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Generator, Iterable
 from contextlib import closing
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -22,9 +22,12 @@ from .cache import Lease
 from .failures import token_request_failed
 from .oauth import MAX_BODY, TokenRequest, TokenResponse
 from .policy import AuthPolicy, Timeout
-from .replay import Answer, Flow, Renew, Resend, read_at_most, replay, stay
+from .replay import Answer, Flow, Renew, Resend, read_at_most, replay, rewinder, stay
 
 __all__ = ["HttpxAuth"]
+
+#: How many origins an :class:`HttpxAuth` remembers its decision for.
+MAX_ORIGINS = 64
 
 
 class HttpxAuth(httpx.Auth):
@@ -40,29 +43,33 @@ class HttpxAuth(httpx.Auth):
 
     def __init__(self, auth: AuthPolicy) -> None:
         self.auth = auth
+        #: The policy's answer for each origin seen, as httpx parsed it (where it connects).
+        self._origins: dict[tuple[str, bytes, int | None], bool] = {}
 
     def __repr__(self) -> str:
         return f"HttpxAuth({self.auth!r})"
 
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response]:
-        url = str(request.url)
-        if not self.auth.sends_token_to(url):
+        if not self._sends_token_to(request.url):
             yield request
             return
+        rewind = _rewinder(request)
         lease = self.auth.lease(self._send)
         request.headers["Authorization"] = lease.authorization
         response = yield request
+        flow, hop = _flow(self.auth, lease, rewind, response), response.request
         sent: object = None
-        with closing(_flow(self.auth, lease, request, response)) as flow:  # a raise closes it
+        with closing(flow):  # a raise closes it
             while True:
                 try:
                     step = flow.send(sent)
                 except StopIteration:
                     return
                 if isinstance(step, Resend):
-                    request.headers["Authorization"] = step.lease.authorization
-                    sent = _answer((yield request))
+                    hop.headers["Authorization"] = step.lease.authorization
+                    sent = _answer((yield hop))
                 elif isinstance(step, Renew):
+                    _drop(response)
                     sent = self.auth.lease(self._send, after=step.rejected)
                 else:
                     sent = response.read()[: MAX_BODY + 1] if _bounded(response) else b""
@@ -70,27 +77,40 @@ class HttpxAuth(httpx.Auth):
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        url = str(request.url)
-        if not self.auth.sends_token_to(url):
+        if not self._sends_token_to(request.url):
             yield request
             return
-        lease = await self.auth.alease(self._asend)
+        rewind = _rewinder(request)
+        lease = self.auth.cached() or await self.auth.alease(self._asend)
         request.headers["Authorization"] = lease.authorization
         response = yield request
+        flow, hop = _flow(self.auth, lease, rewind, response), response.request
         sent: object = None
-        with closing(_flow(self.auth, lease, request, response)) as flow:  # a raise closes it
+        with closing(flow):  # a raise closes it
             while True:
                 try:
                     step = flow.send(sent)
                 except StopIteration:
                     return
                 if isinstance(step, Resend):
-                    request.headers["Authorization"] = step.lease.authorization
-                    sent = _answer((yield request))
+                    hop.headers["Authorization"] = step.lease.authorization
+                    sent = _answer((yield hop))
                 elif isinstance(step, Renew):
+                    await _adrop(response)
                     sent = await self.auth.alease(self._asend, after=step.rejected)
                 else:
                     sent = (await response.aread())[: MAX_BODY + 1] if _bounded(response) else b""
+
+    def _sends_token_to(self, url: httpx.URL) -> bool:
+        """:meth:`~.AuthPolicy.sends_token_to` for ``url``, remembered by its origin: a
+        decision by origin alone, and a URL's text costs more than a cache hit."""
+        origin = (url.scheme, url.raw_host, url.port)
+        known = self._origins.get(origin)
+        if known is None:
+            if len(self._origins) >= MAX_ORIGINS:
+                self._origins.clear()
+            known = self._origins[origin] = self.auth.sends_token_to(str(url))
+        return known
 
     def _send(self, request: TokenRequest) -> TokenResponse:
         """Send a token request on a client of its own."""
@@ -128,13 +148,22 @@ class HttpxAuth(httpx.Auth):
 
 
 def _flow(
-    policy: AuthPolicy, lease: Lease, request: httpx.Request, response: httpx.Response
+    policy: AuthPolicy,
+    lease: Lease,
+    rewind: Callable[[], object] | None,
+    response: httpx.Response,
 ) -> Flow:
-    """The replay flow for ``response``, the answer to ``request`` that carried ``lease``."""
-    rewind = _rewinder(request)
-    return replay(
-        policy, lease, _answer(response), rewind, request.method, str(request.url), "httpx"
-    )
+    """The replay flow for ``response``, the answer after the request that carried ``lease``.
+
+    httpx follows redirects inside the auth flow: ``response`` answers the last
+    hop, which it judges and resends. A hop that did not carry the token (httpx
+    drops it on a redirect to another origin) tells nothing of it: its answer
+    goes back as it is.
+    """
+    hop = response.request
+    if hop.headers.get("Authorization") != lease.authorization:
+        return
+    yield from replay(policy, lease, _answer(response), rewind, hop.method, str(hop.url), "httpx")
 
 
 def _answer(response: httpx.Response) -> Answer:
@@ -142,12 +171,39 @@ def _answer(response: httpx.Response) -> Answer:
 
 
 def _rewinder(request: httpx.Request) -> Callable[[], object] | None:
-    """``stay`` for a request whose body httpx holds in memory, else ``None`` (a stream)."""
-    try:
-        request.content  # noqa: B018 - raises for a body httpx has not read
-    except httpx.RequestNotRead:
-        return None
-    return stay
+    """How to put ``request``'s body back before a resend, or ``None`` if httpx cannot replay it.
+
+    In memory (``content=b"..."``, ``json=``, ``data=``) it needs nothing; a
+    seekable file is sought back to where it is now; a byte stream that
+    iterates anew each time (a list of chunks) needs nothing. A generator, an
+    iterator and anything else (a multipart upload) cannot be replayed.
+    """
+    stream = request.stream
+    if isinstance(stream, httpx.ByteStream):
+        return stay
+    body = getattr(stream, "_stream", None)  # what httpx's iterator streams were given
+    if hasattr(body, "read"):
+        return rewinder(body)
+    if isinstance(body, Iterable) and iter(body) is not body:
+        return stay
+    if isinstance(body, AsyncIterable) and aiter(body) is not body:
+        return stay
+    return None
+
+
+def _drop(response: httpx.Response) -> None:
+    """Close a 401 whose body was not read, and leave httpx an empty one to read instead:
+    httpx reads a 401 whole before the resend, and its body may never end."""
+    if not response.is_stream_consumed:
+        stream, response.stream = response.stream, httpx.ByteStream(b"")
+        cast(httpx.SyncByteStream, stream).close()
+
+
+async def _adrop(response: httpx.Response) -> None:
+    """:func:`_drop` for an ``AsyncClient``'s response."""
+    if not response.is_stream_consumed:
+        stream, response.stream = response.stream, httpx.ByteStream(b"")
+        await cast(httpx.AsyncByteStream, stream).aclose()
 
 
 def _bounded(response: httpx.Response) -> bool:

@@ -92,6 +92,10 @@ class AuthPolicy:
         """
         raise NotImplementedError
 
+    def cached(self) -> Lease | None:
+        """The lease a cache hit gives now, without awaiting (``None``: ask :meth:`alease`)."""
+        return None
+
     async def alease(self, send: AsyncTokenSender, *, after: Lease | None = None) -> Lease:
         """:meth:`lease` for asyncio: a token request goes out through the async ``send``,
         and every wait is awaited, so the event loop runs on.
@@ -231,6 +235,10 @@ class ClientCredentialsPolicy(AuthPolicy):
             if not self._rotated(credentials, exc):
                 raise
         return self._lease(self._credentials, send, after)
+
+    def cached(self) -> Lease | None:
+        """The cached token while it is short of its refresh point, else ``None``."""
+        return self.cache.hit(self._key)
 
     async def alease(self, send: AsyncTokenSender, *, after: Lease | None = None) -> Lease:
         """The cached token, fetched with the async ``send`` on a miss (see :meth:`lease`).

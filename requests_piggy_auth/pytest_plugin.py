@@ -5,6 +5,8 @@
 - ``piggy_auth``: a :class:`~requests_piggy_auth.ClientCredentialsAuth` for a client
   registered with ``fake_piggy``, with a :class:`~requests_piggy_auth.TokenCache`
   of its own so no token leaks between tests.
+- ``piggy_httpx_auth``: ``piggy_auth`` as an :class:`~requests_piggy_auth.httpx.HttpxAuth`,
+  for ``httpx.Client(auth=...)`` and ``httpx.AsyncClient(auth=...)`` (needs httpx).
 
 The fake server (and pytest-httpserver) is imported only when a fixture is
 used, so installing the library without the ``testing`` extra leaves every
@@ -20,6 +22,7 @@ import pytest
 
 if TYPE_CHECKING:
     from requests_piggy_auth import ClientCredentialsAuth
+    from requests_piggy_auth.httpx import HttpxAuth
     from requests_piggy_auth.testing import FakePiggy
 
 #: The client ``piggy_auth`` authenticates as.
@@ -58,3 +61,11 @@ def piggy_auth(fake_piggy: FakePiggy) -> ClientCredentialsAuth:
     return ClientCredentialsAuth(
         CLIENT_ID, CLIENT_SECRET, base_url=fake_piggy.url, cache=TokenCache()
     )
+
+
+@pytest.fixture
+def piggy_httpx_auth(piggy_auth: ClientCredentialsAuth) -> HttpxAuth:
+    """``piggy_auth`` for ``httpx.Client`` and ``httpx.AsyncClient``: the same token."""
+    from requests_piggy_auth.httpx import HttpxAuth
+
+    return HttpxAuth(piggy_auth)

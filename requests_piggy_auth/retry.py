@@ -13,7 +13,7 @@ import math
 import random
 import re
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -56,6 +56,7 @@ class RetryPolicy:
         waits anywhere up to the ceiling, 0.0 waits the ceiling exactly.
     :param statuses: the HTTP statuses worth retrying.
     :param sleep: how to wait; tests inject their own.
+    :param asleep: how to wait in an event loop (awaited); tests inject their own.
     :param clock: a monotonic clock in seconds; tests inject their own.
     """
 
@@ -66,6 +67,9 @@ class RetryPolicy:
     jitter: float = 1.0
     statuses: frozenset[int] = RETRY_STATUSES
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False, compare=False)
+    asleep: Callable[[float], Awaitable[None]] = field(
+        default=asyncio.sleep, repr=False, compare=False
+    )
     clock: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -113,7 +117,7 @@ class RetryPolicy:
         wait = next(retries)
         while True:
             if wait is not None:
-                await asyncio.sleep(wait)
+                await self.asleep(wait)
             try:
                 outcome: Outcome = await send(request)
             except TokenRequestError as exc:

@@ -5,6 +5,7 @@ A real redis-server comes from ``tests.redis_server``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import socketserver
@@ -12,7 +13,7 @@ import ssl
 import struct
 import subprocess
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -345,7 +346,7 @@ def make_auth(piggy: FakePiggy, cache: TokenCache) -> MakeAuth:
 @pytest.fixture
 def auth(make_auth: MakeAuth, clock: FakeClock) -> ClientCredentialsAuth:
     """The client, with retries that wait on the cache's clock."""
-    return make_auth(retry=RetryPolicy(sleep=clock.sleep, clock=clock))
+    return make_auth(retry=RetryPolicy(sleep=clock.sleep, asleep=clock.asleep, clock=clock))
 
 
 @pytest.fixture
@@ -415,3 +416,33 @@ def fetch_held(piggy: FakePiggy, auth: ClientCredentialsAuth) -> Iterator[Future
             yield leader
         finally:
             hold.release()
+
+
+class Ticks:
+    """Counts the turns of an event loop while a call is pending and something is held.
+
+    :meth:`hold` (a fault, or a thread's wait) lasts until the loop has turned
+    ``enough`` times, or a second at most, the time the issue gives a slow token
+    endpoint. A loop blocked meanwhile counts nothing: when it runs again, the
+    hold is over.
+    """
+
+    def __init__(self, enough: int = 20) -> None:
+        self.enough = enough
+        self.counted = 0
+        self.holding, self.reached, self.over = (threading.Event() for _ in range(3))
+
+    def hold(self, request: Request | None = None) -> None:
+        self.holding.set()
+        self.reached.wait(1)
+        self.over.set()
+
+    async def tick(self, pending: Awaitable[Any]) -> None:
+        """Count while ``pending`` is not done and the hold is on; stop when it is over."""
+        waited = asyncio.ensure_future(pending)
+        while not self.over.is_set():
+            if self.holding.is_set() and not waited.done() and self.counted < self.enough:
+                self.counted += 1
+                if self.counted == self.enough:
+                    self.reached.set()
+            await asyncio.sleep(0.001)

@@ -9,6 +9,7 @@ catches a page that would load anything from the network.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import importlib.util
 import inspect
@@ -137,7 +138,7 @@ def test_every_constructor_has_a_configuration_section() -> None:
 
 @pytest.mark.parametrize("name", sorted(constructors()))
 def test_every_option_is_listed_with_its_default(name: str) -> None:
-    namespace = {**vars(requests_piggy_auth), "time": time, "random": random}
+    namespace = {**vars(requests_piggy_auth), "asyncio": asyncio, "time": time, "random": random}
     parameters = inspect.signature(constructors()[name]).parameters.values()
     rows = documented_options()[name]
 

@@ -1,18 +1,25 @@
-"""HttpxAuth against the fake Piggy on loopback: httpx.Client and httpx.AsyncClient."""
+"""HttpxAuth beyond the contract suite: asyncio storms, a loop that runs on, cancellation.
+
+What every adapter promises, httpx.Client and httpx.AsyncClient included, is in
+tests/test_contract.py; here is what only asyncio and httpx have.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
+import os
+import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import httpx
 import pytest
 import requests
-from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from requests_piggy_auth import (
@@ -20,14 +27,17 @@ from requests_piggy_auth import (
     PersonalAccessTokenAuth,
     RetryPolicy,
     TokenCache,
-    TokenRequestError,
 )
+from requests_piggy_auth.errors import TokenRequestError
+from requests_piggy_auth.events import Event, TokenFetched
 from requests_piggy_auth.failures import describe_failure
-from requests_piggy_auth.httpx import HttpxAuth
-from requests_piggy_auth.testing import Delay, FakePiggy
+from requests_piggy_auth.httpx import MAX_ORIGINS, HttpxAuth
+from requests_piggy_auth.stores import RedisTokenStore
+from requests_piggy_auth.testing import FakeClock, FakePiggy, Hold, Status
 from requests_piggy_auth.urllib3 import AuthorizedHttp
 
-from .conftest import API, MakeAuth, invalid_token
+from .conftest import API, MakeAuth, Ticks, invalid_token
+from .redis_server import RedisServer
 
 
 @pytest.fixture
@@ -36,50 +46,15 @@ def auth(make_auth: MakeAuth) -> ClientCredentialsAuth:
     return make_auth(cache=TokenCache())
 
 
-def get(auth: ClientCredentialsAuth, url: str, mode: str) -> httpx.Response:
-    """GET ``url`` with ``auth`` on an ``httpx.Client`` (``mode="sync"``) or an ``AsyncClient``."""
-    if mode == "sync":
-        with httpx.Client(auth=HttpxAuth(auth)) as client:
-            return client.get(url)
-
-    async def aget() -> httpx.Response:
-        async with httpx.AsyncClient(auth=HttpxAuth(auth)) as client:
-            return await client.get(url)
-
-    return asyncio.run(aget())
-
-
-def reject_together(piggy: FakePiggy, n: int) -> None:
-    """Answer the next ``n`` requests 401 only once all have come, so all hold the revoked token."""
-    everyone_rejected = threading.Barrier(n)
-
-    def rejected(request: Request) -> Response:
-        everyone_rejected.wait(30)
-        return invalid_token(request)
-
-    piggy.fault_resources(rejected, times=n)
-
-
-def test_a_client_sends_the_token_and_fetches_it_once(
-    piggy: FakePiggy, auth: ClientCredentialsAuth
-) -> None:
-    with httpx.Client(auth=HttpxAuth(auth)) as client:
-        responses = [client.get(piggy.url + API) for _ in range(3)]
-
-    assert [r.status_code for r in responses] == [200] * 3
-    assert piggy.stats().token_requests == 1
-    assert {e.headers["Authorization"] for e in piggy.log("resource")} == {
-        f"Bearer {piggy.tokens()[0]}"
-    }
-
-
 def test_500_tasks_cold_make_one_token_request(
     piggy: FakePiggy, auth: ClientCredentialsAuth
 ) -> None:
     hold = piggy.hold()
 
     async def tasks() -> list[int]:
-        async with httpx.AsyncClient(auth=HttpxAuth(auth), timeout=60) as client:
+        # A small pool: httpcore's work per queued request grows with the pool's size.
+        limits = httpx.Limits(max_connections=10)
+        async with httpx.AsyncClient(auth=HttpxAuth(auth), timeout=60, limits=limits) as client:
             calls = [asyncio.create_task(client.get(piggy.url + API)) for _ in range(500)]
             await asyncio.to_thread(hold.release_on_arrival)  # the loop runs on meanwhile
             return [(await call).status_code for call in calls]
@@ -92,11 +67,17 @@ def test_500_tasks_cold_make_one_token_request(
 def test_a_revocation_seen_by_100_tasks_makes_one_new_token_request(
     piggy: FakePiggy, auth: ClientCredentialsAuth
 ) -> None:
+    everyone_rejected = threading.Barrier(100)
+
+    def rejected(request: Request) -> Response:
+        everyone_rejected.wait(30)  # every task holds the revoked token
+        return invalid_token(request)
+
     async def tasks() -> list[httpx.Response]:
         async with httpx.AsyncClient(auth=HttpxAuth(auth), timeout=60) as client:
             assert (await client.get(piggy.url + API)).status_code == 200
             piggy.revoke_all()
-            reject_together(piggy, 100)
+            piggy.fault_resources(rejected, times=100)
             return await asyncio.gather(*(client.get(piggy.url + API) for _ in range(100)))
 
     responses = asyncio.run(tasks())
@@ -107,57 +88,155 @@ def test_a_revocation_seen_by_100_tasks_makes_one_new_token_request(
     assert piggy.stats().unauthorized == 100
 
 
-def test_a_sync_client_storm_of_threads_makes_one_token_request(
+def test_tasks_on_two_loops_threads_requests_and_urllib3_cold_share_one_token_request(
     piggy: FakePiggy, auth: ClientCredentialsAuth
 ) -> None:
     hold = piggy.hold()
-    barrier = threading.Barrier(16)
+    started = threading.Barrier(2 + 8 + 2 + 1)  # two loops, requests, urllib3, httpx, this
 
-    def call() -> int:
+    async def tasks() -> list[int]:
+        async with httpx.AsyncClient(auth=HttpxAuth(auth), timeout=60) as client:
+            calls = [asyncio.create_task(client.get(piggy.url + API)) for _ in range(50)]
+            await asyncio.to_thread(started.wait, 30)
+            return [(await call).status_code for call in calls]
+
+    def loop() -> list[int]:
+        return asyncio.run(tasks())
+
+    def with_requests() -> list[int]:
+        started.wait(30)
+        return [requests.get(piggy.url + API, auth=auth, timeout=30).status_code]
+
+    def with_urllib3() -> list[int]:
+        with AuthorizedHttp(auth) as http:
+            started.wait(30)
+            return [http.request("GET", piggy.url + API).status for _ in range(4)]
+
+    def with_httpx() -> list[int]:
         with httpx.Client(auth=HttpxAuth(auth)) as client:
-            barrier.wait(30)
-            return client.get(piggy.url + API).status_code
+            started.wait(30)
+            return [client.get(piggy.url + API).status_code]
 
-    with ThreadPoolExecutor(16) as pool:
-        calls = [pool.submit(call) for _ in range(16)]
+    with ThreadPoolExecutor(12) as pool:
+        callers = [pool.submit(loop) for _ in range(2)]
+        callers += [pool.submit(with_requests) for _ in range(8)]
+        callers += [pool.submit(with_urllib3), pool.submit(with_httpx)]
+        started.wait(30)
         hold.release_on_arrival()
-        statuses = [c.result(30) for c in calls]
+        statuses = [status for caller in callers for status in caller.result(60)]
 
-    assert statuses == [200] * 16
+    assert statuses == [200] * (2 * 50 + 8 + 4 + 1)
     assert piggy.stats().token_requests == 1
 
 
-def test_the_loop_runs_on_while_a_token_request_takes_a_second(
+# The loop runs on while the token endpoint is slow
+
+
+def test_the_loop_runs_on_during_a_cold_fetch_led_by_a_task(
     piggy: FakePiggy, auth: ClientCredentialsAuth
 ) -> None:
-    slow = Delay(1)
-    piggy.fault_token_endpoint(slow, times=1)
+    ticks = Ticks()
+    piggy.fault_token_endpoint(ticks.hold, times=1)
 
-    async def ticking() -> tuple[int, int]:
-        ticks = 0
-        done = asyncio.Event()
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while not done.is_set():
-                ticks += 1
-                await asyncio.sleep(0.01)
-
-        running = asyncio.create_task(ticker())
+    async def cold() -> int:
         async with httpx.AsyncClient(auth=HttpxAuth(auth)) as client:
-            status = (await client.get(piggy.url + API)).status_code
-        done.set()
-        await running
-        return status, ticks
+            call = asyncio.ensure_future(client.get(piggy.url + API))
+            await ticks.tick(call)
+            return (await call).status_code
 
-    status, ticks = asyncio.run(ticking())
-
-    assert status == 200
+    assert asyncio.run(cold()) == 200
+    assert ticks.counted == ticks.enough
     assert piggy.stats().token_requests == 1
-    assert ticks >= 10  # a blocked loop would not tick at all during the second
 
 
-def test_cancelling_the_leading_task_does_not_wedge_the_key(
+def test_the_loop_runs_on_while_it_waits_for_a_fetch_led_by_a_thread(
+    piggy: FakePiggy, auth: ClientCredentialsAuth
+) -> None:
+    ticks = Ticks()
+    piggy.fault_token_endpoint(ticks.hold, times=1)
+
+    async def follower() -> int:
+        with ThreadPoolExecutor(1) as thread:
+            led = thread.submit(auth.token)
+            assert await asyncio.to_thread(ticks.holding.wait, 30)
+            async with httpx.AsyncClient(auth=HttpxAuth(auth)) as client:
+                call = asyncio.ensure_future(client.get(piggy.url + API))
+                await ticks.tick(call)
+                assert led.result(30) == piggy.tokens()[0]
+                return (await call).status_code
+
+    assert asyncio.run(follower()) == 200
+    assert ticks.counted == ticks.enough
+    assert piggy.stats().token_requests == 1
+
+
+def refresh_point(piggy: FakePiggy, make_auth: MakeAuth, clock: FakeClock) -> ClientCredentialsAuth:
+    """Auth on ``clock``, for 20 s tokens: the leeway a tenth of that, 2 s, and the margin its
+    floor, a tenth of the usable 18 s, so a hit at 16.2 s starts a refresh ahead."""
+    piggy.token_lifetime = 20
+    return make_auth(cache=TokenCache(clock=clock, jitter=lambda: 0.0))
+
+
+def test_the_loop_runs_on_during_a_refresh_ahead(
+    piggy: FakePiggy, make_auth: MakeAuth, clock: FakeClock
+) -> None:
+    auth = refresh_point(piggy, make_auth, clock)
+    ticks = Ticks()
+
+    async def refreshing() -> list[str | None]:
+        fetched: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
+        async with httpx.AsyncClient(auth=HttpxAuth(auth)) as client:
+            first = await client.get(piggy.url + API)
+            auth.cache.add_listener(fetched.set_result)  # told once: the refresh
+            piggy.fault_token_endpoint(ticks.hold, times=1)
+            clock.advance(16.2)
+            kept = await client.get(piggy.url + API)  # starts the refresh, keeps the token
+            await ticks.tick(fetched)
+            assert isinstance(await fetched, TokenFetched)
+            renewed = await client.get(piggy.url + API)
+        return [r.request.headers["Authorization"] for r in (first, kept, renewed)]
+
+    old, kept, renewed = asyncio.run(refreshing())
+
+    assert ticks.counted == ticks.enough
+    assert (old, kept, renewed) == (f"Bearer {piggy.tokens()[0]}",) * 2 + (
+        f"Bearer {piggy.tokens()[1]}",
+    )
+
+
+def test_the_loop_runs_on_while_redis_is_stalled(
+    piggy: FakePiggy, make_auth: MakeAuth, redis_server: RedisServer
+) -> None:
+    """The store's Redis I/O runs in a thread (``asyncio.to_thread``), never on the loop."""
+    auth = make_auth(cache=TokenCache(store=RedisTokenStore(redis_server.client())))
+    assert redis_server.process is not None
+    pid, ticks = redis_server.process.pid, Ticks()
+
+    def stall() -> None:
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            ticks.hold()
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+    async def stalled() -> int:
+        async with httpx.AsyncClient(auth=HttpxAuth(auth)) as client:
+            with ThreadPoolExecutor(1) as thread:
+                thread.submit(stall)
+                assert await asyncio.to_thread(ticks.holding.wait, 30)
+                call = asyncio.ensure_future(client.get(piggy.url + API))
+                await ticks.tick(call)
+            return (await call).status_code
+
+    assert asyncio.run(stalled()) == 200
+    assert ticks.counted == ticks.enough
+    assert piggy.stats().token_requests == 1
+
+
+# Cancellation
+
+
+def test_cancelling_the_task_that_leads_a_fetch_leaves_it_to_the_others(
     piggy: FakePiggy, auth: ClientCredentialsAuth
 ) -> None:
     hold = piggy.hold()
@@ -180,209 +259,208 @@ def test_cancelling_the_leading_task_does_not_wedge_the_key(
     assert piggy.stats().token_requests == 1
 
 
-@pytest.mark.parametrize("mode", ["sync", "async"])
-def test_a_401_for_a_stale_token_gets_one_resend_with_a_new_token(
-    piggy: FakePiggy, auth: ClientCredentialsAuth, mode: str
+def test_cancelling_a_task_that_waits_for_a_fetch_leaves_it_to_the_others(
+    piggy: FakePiggy, auth: ClientCredentialsAuth
 ) -> None:
-    client = httpx.Client(auth=HttpxAuth(auth))
-    assert client.get(piggy.url + API).status_code == 200
-    piggy.revoke_all()
+    hold = piggy.hold()
 
-    if mode == "sync":
-        response = client.post(piggy.url + API, content=b'{"email": "a@example.com"}')
-    else:
+    async def cancelled_waiter() -> list[int]:
+        async with httpx.AsyncClient(auth=HttpxAuth(auth), timeout=60) as client:
+            leader = asyncio.create_task(client.get(piggy.url + API))
+            assert await asyncio.to_thread(hold.arrived.wait, 30)
+            waiter, other = (asyncio.create_task(client.get(piggy.url + API)) for _ in range(2))
+            await asyncio.sleep(0)  # both wait for the leader's fetch
+            waiter.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiter
+            hold.release()
+            return [(await call).status_code for call in (leader, other)]
 
-        async def post() -> httpx.Response:
-            async with httpx.AsyncClient(auth=HttpxAuth(auth)) as aclient:
-                return await aclient.post(piggy.url + API, content=b'{"email": "a@example.com"}')
+    assert asyncio.run(cancelled_waiter()) == [200, 200]
+    assert asyncio.run(auth.alease(send_nothing)).access_token == piggy.tokens()[0]  # a hit
+    assert piggy.stats().token_requests == 1
 
-        response = asyncio.run(post())
-    client.close()
 
-    assert response.status_code != 401
+async def send_nothing(request: object) -> Any:
+    raise AssertionError("a hit sends no token request")
+
+
+@pytest.mark.parametrize("where", ["awaiting its new token", "resent"])
+def test_cancelling_a_task_on_its_way_to_a_resend_leaves_the_key_working(
+    piggy: FakePiggy, auth: ClientCredentialsAuth, where: str
+) -> None:
+    held = Hold()
+
+    async def cancelled() -> list[int]:
+        async with httpx.AsyncClient(auth=HttpxAuth(auth), timeout=60) as client:
+            assert (await client.get(piggy.url + API)).status_code == 200
+            piggy.revoke_all()
+            if where == "resent":
+                piggy.fault_resources(invalid_token, times=1)
+                piggy.fault_resources(held, times=1)
+            else:
+                piggy.fault_token_endpoint(held, times=1)
+            call = asyncio.create_task(client.get(piggy.url + API))
+            assert await asyncio.to_thread(held.arrived.wait, 30)
+            other = asyncio.create_task(client.get(piggy.url + API))
+            await asyncio.sleep(0)
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            held.release()
+            return [(await other).status_code, (await client.get(piggy.url + API)).status_code]
+
+    assert asyncio.run(cancelled()) == [200, 200]
     assert piggy.stats().token_requests == 2
-    assert piggy.stats().unauthorized == 1
-    posted = [e for e in piggy.log("resource") if e.method == "POST"]
-    assert [e.headers["Authorization"] for e in posted] == [
-        f"Bearer {piggy.tokens()[0]}",
-        f"Bearer {piggy.tokens()[1]}",
-    ]
+    new = f"Bearer {piggy.tokens()[1]}"
+    assert [entry.headers["Authorization"] for entry in piggy.log("resource")][-2:] == [new] * 2
 
 
-@pytest.mark.parametrize("mode", ["sync", "async"])
-def test_a_401_that_keeps_coming_is_resent_once_and_handed_back(
-    piggy: FakePiggy, auth: ClientCredentialsAuth, mode: str
+def test_a_refresh_ahead_pending_when_its_loop_closes_leaves_no_task_and_no_warning(
+    piggy: FakePiggy, make_auth: MakeAuth, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    piggy.fault_resources(invalid_token)
-    response = get(auth, piggy.url + API, mode)
+    auth = refresh_point(piggy, make_auth, clock)
+    hold = Hold()
 
-    assert response.status_code == 401
-    assert response.json() == {"error": "invalid_token"}
-    assert piggy.stats().token_requests == 2
-    assert len(piggy.log("resource")) == 2
+    async def closing() -> int:
+        async with httpx.AsyncClient(auth=HttpxAuth(auth)) as client:
+            assert (await client.get(piggy.url + API)).status_code == 200
+            piggy.fault_token_endpoint(hold, times=1)
+            clock.advance(16.2)
+            status = (await client.get(piggy.url + API)).status_code  # starts the refresh
+            assert await asyncio.to_thread(hold.arrived.wait, 30)
+            return status
+
+    assert asyncio.run(closing()) == 200  # closes the loop, the refresh still held
+    clock.advance(1.8)  # stale: the next call waits for a new fetch, on a new loop
+    try:
+        renewed = get(auth, piggy.url + API)
+    finally:
+        hold.release()
+
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert renewed.request.headers["Authorization"] == f"Bearer {piggy.tokens()[1]}"
+    assert piggy.stats().token_requests == 3  # the first, the one cut short, the new one
 
 
-def chunks() -> Iterator[bytes]:
-    yield b'{"email": '
-    yield b'"a@example.com"}'
-
-
-async def achunks() -> object:
-    yield b'{"email": '
-    yield b'"a@example.com"}'
-
-
-@pytest.mark.parametrize("mode", ["sync", "async"])
-def test_a_generator_body_is_not_resent_and_a_warning_says_so(
-    piggy: FakePiggy,
-    auth: ClientCredentialsAuth,
-    caplog: pytest.LogCaptureFixture,
-    mode: str,
-) -> None:
-    piggy.fault_resources(invalid_token, times=1)
+def get(auth: ClientCredentialsAuth, url: str, mode: str = "async") -> httpx.Response:
+    """GET ``url`` with ``auth`` on an ``httpx.Client`` (``mode="sync"``) or an
+    ``AsyncClient`` on a loop of its own."""
     if mode == "sync":
         with httpx.Client(auth=HttpxAuth(auth)) as client:
-            response = client.post(piggy.url + API, content=chunks())
-    else:
+            return client.get(url)
+
+    async def aget() -> httpx.Response:
+        async with httpx.AsyncClient(auth=HttpxAuth(auth)) as client:
+            return await client.get(url)
+
+    return asyncio.run(aget())
+
+
+# Bodies httpx can replay, and those it cannot
+
+
+class Chunks:
+    """An async byte stream that iterates anew each time, as httpx can replay it."""
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        yield b'{"name": '
+        yield b'"stream"}'
+
+
+def sync_chunks() -> Iterator[bytes]:
+    yield b'{"name": '
+    yield b'"stream"}'
+
+
+REPLAYABLE: dict[str, Any] = {
+    "a list of chunks": lambda: [b'{"name": ', b'"stream"}'],
+    "a file at its start": lambda: io.BytesIO(b'{"name": "stream"}'),
+    "an async iterable": Chunks,
+}
+
+
+@pytest.mark.parametrize("body", list(REPLAYABLE))
+def test_a_byte_stream_httpx_can_replay_is_resent(
+    piggy: FakePiggy, auth: ClientCredentialsAuth, body: str
+) -> None:
+    piggy.fault_resources(invalid_token, times=1)
+    content = REPLAYABLE[body]()
+
+    if body == "an async iterable":
 
         async def post() -> httpx.Response:
             async with httpx.AsyncClient(auth=HttpxAuth(auth)) as client:
-                return await client.post(piggy.url + API, content=achunks())  # type: ignore[arg-type]
+                return await client.post(piggy.url + API, content=content)
 
         response = asyncio.run(post())
+    else:
+        with httpx.Client(auth=HttpxAuth(auth)) as client:
+            response = client.post(piggy.url + API, content=content)
+
+    assert response.status_code == 201
+    assert [entry.body for entry in piggy.log("resource")] == [b'{"name": "stream"}'] * 2
+
+
+@pytest.mark.parametrize("body", ["an iterator", "a multipart upload"])
+def test_a_stream_httpx_cannot_replay_is_not_resent(
+    piggy: FakePiggy, auth: ClientCredentialsAuth, caplog: pytest.LogCaptureFixture, body: str
+) -> None:
+    piggy.fault_resources(invalid_token, times=1)
+    with httpx.Client(auth=HttpxAuth(auth)) as client:
+        if body == "an iterator":
+            response = client.post(piggy.url + API, content=iter([b"{}"]))
+        else:
+            response = client.post(piggy.url + API, files={"f": io.BytesIO(b"{}")})
 
     assert response.status_code == 401
-    assert len(piggy.log("resource")) == 1
-    assert [r.levelno for r in caplog.records if "not resent" in r.getMessage()] == [
-        logging.WARNING
-    ]
+    assert piggy.stats().resource_requests == 1
+    assert "cannot be replayed" in caplog.text
 
 
-@pytest.mark.parametrize("mode", ["sync", "async"])
-def test_the_token_goes_to_no_other_origin(
-    piggy: FakePiggy, auth: ClientCredentialsAuth, other: HTTPServer, mode: str
-) -> None:
-    other.expect_request("/elsewhere").respond_with_data("ok")
-    redirect = other.url_for("/elsewhere")
-    piggy.fault_resources(
-        lambda request: Response(status=302, headers={"Location": redirect}), times=2
-    )
-
-    def sent() -> list[str | None]:
-        return [request.headers.get("Authorization") for request, _ in other.log]
-
-    if mode == "sync":
-        with httpx.Client(auth=HttpxAuth(auth), follow_redirects=True) as client:
-            assert client.get(redirect).status_code == 200
-            assert client.get(piggy.url + API).status_code == 200
-    else:
-
-        async def get() -> None:
-            async with httpx.AsyncClient(auth=HttpxAuth(auth), follow_redirects=True) as client:
-                assert (await client.get(redirect)).status_code == 200
-                assert (await client.get(piggy.url + API)).status_code == 200
-
-        asyncio.run(get())
-
-    assert sent() == [None, None]
-    assert piggy.stats().token_requests == 1  # the Piggy request had it
+# What only httpx has
 
 
-def test_a_401_that_carried_no_token_is_not_judged(
-    piggy: FakePiggy, auth: ClientCredentialsAuth, other: HTTPServer
-) -> None:
-    other.expect_request("/elsewhere").respond_with_data("no", status=401)
-    with httpx.Client(auth=HttpxAuth(auth)) as client:
-        assert client.get(other.url_for("/elsewhere")).status_code == 401
-    assert piggy.stats().token_requests == 0
-
-
-def test_a_personal_access_token_is_sent_without_a_token_request(piggy: FakePiggy) -> None:
-    piggy.add_personal_access_token("pat-123")
+def test_repr_names_the_wrapped_auth(piggy: FakePiggy) -> None:
     pat = PersonalAccessTokenAuth("pat-123", base_url=piggy.url)
-    with httpx.Client(auth=HttpxAuth(pat)) as client:
-        assert client.get(piggy.url + API).status_code == 200
-    assert piggy.stats().token_requests == 0
     assert repr(HttpxAuth(pat)).startswith("HttpxAuth(PersonalAccessTokenAuth(")
 
 
-def test_a_401_of_unknown_length_is_judged_on_its_header(
+def test_the_decision_by_origin_holds_past_the_origins_remembered(
     piggy: FakePiggy, auth: ClientCredentialsAuth
 ) -> None:
-    def streamed(request: Request) -> Response:
-        response = invalid_token(request)
-        response.response = iter([response.get_data()])  # no Content-Length: chunked
-        del response.headers["Content-Length"]
-        return response
+    httpx_auth = HttpxAuth(auth)
+    others = [httpx.URL(f"https://host-{n}.example/") for n in range(MAX_ORIGINS + 1)]
+    api = httpx.URL(piggy.url + API)
 
-    piggy.fault_resources(streamed, times=1)
-    with httpx.Client(auth=HttpxAuth(auth)) as client:
-        assert client.get(piggy.url + API).status_code == 200
-    assert piggy.stats().token_requests == 2
+    decisions = [httpx_auth._sends_token_to(url) for url in [api, *others, api]]
 
-
-@pytest.mark.parametrize("mode", ["sync", "async"])
-def test_a_token_request_that_gets_no_answer_raises_in_our_terms(
-    make_auth: MakeAuth, unreachable: str, mode: str
-) -> None:
-    auth = make_auth(base_url=unreachable, cache=TokenCache(), retry=RetryPolicy(total=0))
-    with pytest.raises(TokenRequestError, match="connection error") as raised:
-        get(auth, unreachable + API, mode)
-    assert "ConnectError" in str(raised.value)
+    assert decisions == [True] + [False] * (MAX_ORIGINS + 1) + [True]
+    assert len(httpx_auth._origins) <= MAX_ORIGINS
 
 
 def test_a_token_request_that_times_out_says_so(piggy: FakePiggy, make_auth: MakeAuth) -> None:
-    piggy.fault_token_endpoint(Delay(1), times=1)
+    released = threading.Event()
+
+    def held(request: Request) -> Response:
+        released.wait(30)
+        return Status(503)(request)  # issues no token that a later test could see
+
+    piggy.fault_token_endpoint(held, times=1)
     auth = make_auth(cache=TokenCache(), retry=RetryPolicy(total=0), timeout=0.2)
-    with (
-        pytest.raises(TokenRequestError, match=r"timed out .*ReadTimeout"),
-        httpx.Client(auth=HttpxAuth(auth)) as client,
-    ):
-        client.get(piggy.url + API)
+    try:
+        with (
+            pytest.raises(TokenRequestError, match=r"timed out .*ReadTimeout"),
+            httpx.Client(auth=HttpxAuth(auth)) as client,
+        ):
+            client.get(piggy.url + API)
+    finally:
+        released.set()
 
 
 def test_failures_are_told_without_httpx_imported(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delitem(sys.modules, "httpx")
     assert describe_failure(ValueError()) == "failed (ValueError)"
-
-
-@pytest.mark.parametrize("mode", ["sync", "async"])
-def test_an_oversized_token_response_is_read_no_further_than_needed(
-    piggy: FakePiggy, make_auth: MakeAuth, mode: str
-) -> None:
-    huge = b"{" + b" " * (2 * 1024 * 1024) + b"}"
-    piggy.fault_token_endpoint(lambda request: Response(huge, 200), times=1)
-    auth = make_auth(cache=TokenCache(), retry=RetryPolicy(total=0))
-    with pytest.raises(TokenRequestError, match="a body over 1048576 bytes; stopped reading it"):
-        get(auth, piggy.url + API, mode)
-
-
-def test_tasks_threads_requests_and_urllib3_cold_share_one_token_request(
-    piggy: FakePiggy, auth: ClientCredentialsAuth
-) -> None:
-    hold = piggy.hold()
-
-    async def tasks() -> list[int]:
-        async with httpx.AsyncClient(auth=HttpxAuth(auth), timeout=60) as client:
-            calls = [asyncio.create_task(client.get(piggy.url + API)) for _ in range(50)]
-            await asyncio.to_thread(hold.release_on_arrival)
-            return [(await call).status_code for call in calls]
-
-    def with_requests() -> int:
-        return requests.get(piggy.url + API, auth=auth, timeout=30).status_code
-
-    def with_urllib3() -> int:
-        with AuthorizedHttp(auth) as http:
-            return http.request("GET", piggy.url + API).status
-
-    def with_httpx() -> int:
-        with httpx.Client(auth=HttpxAuth(auth)) as client:
-            return client.get(piggy.url + API).status_code
-
-    with ThreadPoolExecutor(10) as pool:
-        threads = [pool.submit(with_requests) for _ in range(8)]
-        threads += [pool.submit(with_urllib3), pool.submit(with_httpx)]
-        statuses = asyncio.run(tasks()) + [thread.result(30) for thread in threads]
-
-    assert statuses == [200] * 60
-    assert piggy.stats().token_requests == 1

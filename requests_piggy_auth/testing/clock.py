@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 
 class FakeClock:
     """A clock for tests: pass it to ``TokenCache(clock=)`` or ``FakePiggy(clock=)``,
-    and with its :meth:`sleep` to ``RetryPolicy(sleep=clock.sleep, clock=clock)``.
+    and with its :meth:`sleep` and :meth:`asleep` to
+    ``RetryPolicy(sleep=clock.sleep, asleep=clock.asleep, clock=clock)``.
 
     :param start: the time it shows first, in seconds.
     """
@@ -26,3 +29,8 @@ class FakeClock:
         """Note the wait of ``seconds`` in :attr:`sleeps` and move the clock past it, at once."""
         self.sleeps.append(seconds)
         self.advance(seconds)
+
+    async def asleep(self, seconds: float) -> None:
+        """:meth:`sleep` for asyncio: the clock moves at once, the loop runs other tasks once."""
+        self.sleep(seconds)
+        await asyncio.sleep(0)
