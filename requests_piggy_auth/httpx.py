@@ -4,16 +4,26 @@ It wraps the same auth objects and token cache as the requests and urllib3
 adapters, so one token serves them all. Async callers acquire through
 :meth:`~.policy.AuthPolicy.alease`, so the event loop never blocks.
 
-Token requests go out on an httpx client of their own, one per token request
-(which is rare: once per token lifetime per process): the cache runs a fetch in
-a thread or task of its own, for every caller waiting on it, so it cannot be a
-request yielded from one caller's auth flow.
+Token requests go out through the client given as ``client=`` (or
+``async_client=``), so its transport, proxies, ``verify`` and event hooks apply,
+or else on a client of their own: the cache runs a fetch in a thread or task of
+its own, for every caller waiting on it, so it cannot be a request yielded from
+one caller's auth flow.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterable, Callable, Generator, Iterable
-from contextlib import closing
+import time
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+)
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, closing, nullcontext
 from typing import Any, cast
 
 import httpx
@@ -23,6 +33,7 @@ from .failures import token_request_failed
 from .oauth import MAX_BODY, TokenRequest, TokenResponse
 from .policy import AuthPolicy, Timeout
 from .replay import Answer, Flow, Renew, Resend, read_at_most, replay, rewinder, stay
+from .responses import MAX_JUDGE_SECONDS, decoded
 
 __all__ = ["HttpxAuth"]
 
@@ -39,10 +50,23 @@ class HttpxAuth(httpx.Auth):
 
     :param auth: a :class:`~requests_piggy_auth.PiggyAuth` (any
         :class:`~requests_piggy_auth.policy.AuthPolicy`), shared freely.
+    :param client: the ``httpx.Client`` that token requests go through (your own,
+        this auth's included), sent with no auth and no redirects followed;
+        ``None``: a new client for each token request.
+    :param async_client: the ``httpx.AsyncClient`` that async callers' token
+        requests go through, likewise.
     """
 
-    def __init__(self, auth: AuthPolicy) -> None:
+    def __init__(
+        self,
+        auth: AuthPolicy,
+        *,
+        client: httpx.Client | None = None,
+        async_client: httpx.AsyncClient | None = None,
+    ) -> None:
         self.auth = auth
+        self.client = client
+        self.async_client = async_client
         #: The policy's answer for each origin seen, as httpx parsed it (where it connects).
         self._origins: dict[tuple[str, bytes, int | None], bool] = {}
 
@@ -72,7 +96,7 @@ class HttpxAuth(httpx.Auth):
                     _drop(response)
                     sent = self.auth.lease(self._send, after=step.rejected)
                 else:
-                    sent = response.read()[: MAX_BODY + 1] if _bounded(response) else b""
+                    sent = _read_head(response)
 
     async def async_auth_flow(
         self, request: httpx.Request
@@ -99,7 +123,7 @@ class HttpxAuth(httpx.Auth):
                     await _adrop(response)
                     sent = await self.auth.alease(self._asend, after=step.rejected)
                 else:
-                    sent = (await response.aread())[: MAX_BODY + 1] if _bounded(response) else b""
+                    sent = await _aread_head(response)
 
     def _sends_token_to(self, url: httpx.URL) -> bool:
         """:meth:`~.AuthPolicy.sends_token_to` for ``url``, remembered by its origin: a
@@ -113,11 +137,16 @@ class HttpxAuth(httpx.Auth):
         return known
 
     def _send(self, request: TokenRequest) -> TokenResponse:
-        """Send a token request on a client of its own."""
+        """Send a token request through :attr:`client`, or a client of its own."""
+        own: AbstractContextManager[httpx.Client] = (
+            httpx.Client() if self.client is None else nullcontext(self.client)
+        )
         try:
             with (
-                httpx.Client(timeout=_timeout(self.auth.timeout)) as client,
-                client.stream("POST", request.url, **_posted(request)) as response,
+                own as client,
+                client.stream(
+                    "POST", request.url, **_posted(request, self.auth.timeout)
+                ) as response,
             ):
                 body = read_at_most(response.iter_bytes(), MAX_BODY)
         except httpx.TransportError as exc:
@@ -127,11 +156,17 @@ class HttpxAuth(httpx.Auth):
         raise failure
 
     async def _asend(self, request: TokenRequest) -> TokenResponse:
-        """Send a token request on an async client of its own, awaiting its answer."""
+        """Send a token request through :attr:`async_client`, or an async client of its
+        own, awaiting its answer."""
+        own: AbstractAsyncContextManager[httpx.AsyncClient] = (
+            httpx.AsyncClient() if self.async_client is None else nullcontext(self.async_client)
+        )
         try:
             async with (
-                httpx.AsyncClient(timeout=_timeout(self.auth.timeout)) as client,
-                client.stream("POST", request.url, **_posted(request)) as response,
+                own as client,
+                client.stream(
+                    "POST", request.url, **_posted(request, self.auth.timeout)
+                ) as response,
             ):
                 body = bytearray()
                 async for chunk in response.aiter_bytes():
@@ -192,31 +227,106 @@ def _rewinder(request: httpx.Request) -> Callable[[], object] | None:
 
 
 def _drop(response: httpx.Response) -> None:
-    """Close a 401 whose body was not read, and leave httpx an empty one to read instead:
+    """Close a 401 judged from its head, and leave httpx an empty body to read instead:
     httpx reads a 401 whole before the resend, and its body may never end."""
-    if not response.is_stream_consumed:
-        stream, response.stream = response.stream, httpx.ByteStream(b"")
-        cast(httpx.SyncByteStream, stream).close()
+    stream, response.stream = response.stream, httpx.ByteStream(b"")
+    cast(httpx.SyncByteStream, stream).close()
 
 
 async def _adrop(response: httpx.Response) -> None:
     """:func:`_drop` for an ``AsyncClient``'s response."""
-    if not response.is_stream_consumed:
-        stream, response.stream = response.stream, httpx.ByteStream(b"")
-        await cast(httpx.AsyncByteStream, stream).aclose()
+    stream, response.stream = response.stream, httpx.ByteStream(b"")
+    await cast(httpx.AsyncByteStream, stream).aclose()
 
 
-def _bounded(response: httpx.Response) -> bool:
-    """Whether ``response``'s body may be read whole to judge it: it says it is at most
-    ``MAX_BODY`` bytes. httpx reads a 401 whole before a resend
-    (as for its DigestAuth), so one of unknown length is judged on its header alone."""
-    length = response.headers.get("Content-Length", "")
-    return length.isdigit() and int(length) <= MAX_BODY
+def _read_head(response: httpx.Response) -> bytes:
+    """At most ``MAX_BODY + 1`` bytes of a 401's body, decoded, read as sent for at most
+    ``MAX_JUDGE_SECONDS`` (and one read); the response keeps them before the rest."""
+    stream = cast(httpx.SyncByteStream, response.stream)
+    chunks = iter(stream)
+    head, error, until = bytearray(), None, time.monotonic() + MAX_JUDGE_SECONDS
+    try:
+        for chunk in chunks:
+            head += chunk
+            if len(head) > MAX_BODY or time.monotonic() >= until:
+                break
+    except httpx.TransportError as exc:  # raised again where the rest would be read
+        error = exc
+    response.stream = _Replayed(bytes(head), chunks, error, stream.close)
+    return decoded(response.headers, bytes(head[: MAX_BODY + 1]))
 
 
-def _posted(request: TokenRequest) -> dict[str, Any]:
-    """The token request's body and headers, as ``client.stream`` takes them."""
-    return {"content": request.body, "headers": dict(request.headers)}
+async def _aread_head(response: httpx.Response) -> bytes:
+    """:func:`_read_head` for an ``AsyncClient``'s response."""
+    stream = cast(httpx.AsyncByteStream, response.stream)
+    chunks = aiter(stream)
+    head, error, until = bytearray(), None, time.monotonic() + MAX_JUDGE_SECONDS
+    try:
+        async for chunk in chunks:
+            head += chunk
+            if len(head) > MAX_BODY or time.monotonic() >= until:
+                break
+    except httpx.TransportError as exc:
+        error = exc
+    response.stream = _AsyncReplayed(bytes(head), chunks, error, stream.aclose)
+    return decoded(response.headers, bytes(head[: MAX_BODY + 1]))
+
+
+class _Replayed(httpx.SyncByteStream):
+    """A 401's body again: what was read to judge it, then the rest (or its read error)."""
+
+    def __init__(
+        self,
+        head: bytes,
+        rest: Iterator[bytes],
+        error: httpx.TransportError | None,
+        close: Callable[[], None],
+    ) -> None:
+        self._head, self._rest, self._error, self._close = head, rest, error, close
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self._head
+        if self._error is not None:
+            raise self._error
+        yield from self._rest
+
+    def close(self) -> None:
+        self._close()
+
+
+class _AsyncReplayed(httpx.AsyncByteStream):
+    """:class:`_Replayed` for an ``AsyncClient``'s response."""
+
+    def __init__(
+        self,
+        head: bytes,
+        rest: AsyncIterator[bytes],
+        error: httpx.TransportError | None,
+        aclose: Callable[[], Any],
+    ) -> None:
+        self._head, self._rest, self._error, self._aclose = head, rest, error, aclose
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield self._head
+        if self._error is not None:
+            raise self._error
+        async for chunk in self._rest:
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._aclose()
+
+
+def _posted(request: TokenRequest, timeout: Timeout) -> dict[str, Any]:
+    """The token request as ``client.stream`` takes it: with no auth (not even the
+    client's own) and no redirect followed."""
+    return {
+        "content": request.body,
+        "headers": dict(request.headers),
+        "auth": None,
+        "follow_redirects": False,
+        "timeout": _timeout(timeout),
+    }
 
 
 def _timeout(timeout: Timeout) -> httpx.Timeout:

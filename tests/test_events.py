@@ -427,3 +427,26 @@ def test_an_abandoned_fetch_and_the_cool_down_it_starts_are_told(clock: FakeCloc
 
     assert cache.status()[0]["cooling_down_for"] is not None
     assert [type(e) for e in events] == [FetchFailed, CooldownStarted, TokenFetched]
+
+
+def test_a_listener_added_while_another_is_removed_stays() -> None:
+    cache = TokenCache()
+    third = Heard()
+
+    class Listener:
+        def __call__(self, event: Event) -> None:
+            pass
+
+        def __eq__(self, other: object) -> bool:
+            if not any(listener is third for listener in cache._listeners):
+                cache.add_listener(third)  # while remove_listener compares
+            return self is other
+
+        __hash__ = object.__hash__
+
+    first, second = Listener(), Listener()
+    cache.add_listener(first)
+    cache.add_listener(second)
+    cache.remove_listener(second)
+
+    assert cache._listeners == (first, third)

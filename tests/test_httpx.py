@@ -7,12 +7,15 @@ tests/test_contract.py; here is what only asyncio and httpx have.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import io
 import logging
 import os
 import signal
+import ssl
 import sys
 import threading
+import tracemalloc
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -36,8 +39,9 @@ from requests_piggy_auth.stores import RedisTokenStore
 from requests_piggy_auth.testing import FakeClock, FakePiggy, Hold, Status
 from requests_piggy_auth.urllib3 import AuthorizedHttp
 
-from .conftest import API, MakeAuth, Ticks, invalid_token
+from .conftest import API, BrokenServer, MakeAuth, Ticks, invalid_token
 from .redis_server import RedisServer
+from .test_responses import OTHER, STALE
 
 
 @pytest.fixture
@@ -464,3 +468,153 @@ def test_a_token_request_that_times_out_says_so(piggy: FakePiggy, make_auth: Mak
 def test_failures_are_told_without_httpx_imported(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delitem(sys.modules, "httpx")
     assert describe_failure(ValueError()) == "failed (ValueError)"
+
+
+# Token requests through the user's client
+
+
+def test_token_requests_go_through_the_client_given(
+    piggy: FakePiggy, auth: ClientCredentialsAuth
+) -> None:
+    """The client's event hooks see the token request; with this very auth on it, the
+    token request carries no token and goes through no flow of ours."""
+    seen: list[httpx.Request] = []
+    with httpx.Client(event_hooks={"request": [seen.append]}) as client:
+        client.auth = HttpxAuth(auth, client=client)
+        assert client.get(piggy.url + API).status_code == 200
+
+    assert [str(request.url) for request in seen] == [piggy.token_url, piggy.url + API]
+    assert "Authorization" not in seen[0].headers
+    assert piggy.stats().token_requests == 1
+
+
+def test_async_token_requests_go_through_the_async_client_given(
+    piggy: FakePiggy, auth: ClientCredentialsAuth
+) -> None:
+    seen: list[httpx.Request] = []
+
+    async def hook(request: httpx.Request) -> None:
+        seen.append(request)
+
+    async def main() -> int:
+        async with httpx.AsyncClient(event_hooks={"request": [hook]}) as client:
+            client.auth = HttpxAuth(auth, async_client=client)
+            return (await client.get(piggy.url + API)).status_code
+
+    assert asyncio.run(main()) == 200
+    assert [str(request.url) for request in seen] == [piggy.token_url, piggy.url + API]
+    assert piggy.stats().token_requests == 1
+
+
+# A 401's body: judged from at most a MiB of it as sent
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_compressed_401_is_judged_from_a_bounded_read_and_handed_back_whole(
+    piggy: FakePiggy, auth: ClientCredentialsAuth, mode: str
+) -> None:
+    """64 MiB of zeros gzipped to 64 KiB: judged without holding them, then streamed."""
+    bomb = gzip.compress(b"\0" * (64 * 1024 * 1024), compresslevel=9)
+    headers = {"Content-Encoding": "gzip", "WWW-Authenticate": 'Bearer error="invalid_request"'}
+    piggy.fault_resources(lambda request: Response(bomb, 401, headers), times=1)
+    auth.token()  # the token request's own allocations are not the 401's
+    peak = 0
+
+    def peak_at_hand_back() -> int:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        return peak
+
+    async def astreamed() -> tuple[int, int]:
+        nonlocal peak
+        async with (
+            httpx.AsyncClient(auth=HttpxAuth(auth)) as client,
+            client.stream("GET", piggy.url + API) as response,
+        ):
+            peak = peak_at_hand_back()
+            return response.status_code, len(await anext(aiter(response.aiter_bytes())))
+
+    tracemalloc.start()
+
+    if mode == "sync":
+        with (
+            httpx.Client(auth=HttpxAuth(auth)) as client,
+            client.stream("GET", piggy.url + API) as response,
+        ):
+            peak = peak_at_hand_back()
+            status, first = response.status_code, len(next(response.iter_bytes()))
+    else:
+        status, first = asyncio.run(astreamed())
+
+    assert (status, first > 0) == (401, True)
+    assert peak < 16 * 1024 * 1024  # what judging took, before the caller reads
+    assert piggy.stats().token_requests == 1  # invalid_request: not judged stale
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_chunked_401_that_says_invalid_token_in_its_body_is_resent(
+    piggy: FakePiggy, auth: ClientCredentialsAuth, mode: str
+) -> None:
+    def chunked(request: Request) -> Response:
+        body = iter([b'{"error": ', b'"invalid_token"}'])
+        return Response(body, 401, {"Content-Type": "application/json"})
+
+    auth.token()
+    piggy.fault_resources(chunked, times=1)
+
+    assert get(auth, piggy.url + API, mode).status_code == 200
+    assert piggy.stats().token_requests == 2
+
+
+def broken_outcome(server: BrokenServer, mode: str, *, with_auth: bool) -> tuple[object, ...]:
+    """The status and body of a GET to ``server``, or the type of what was raised; with
+    ``with_auth``, token requests go through the same client (which trusts the server)."""
+    verify: ssl.SSLContext | bool = True
+    if server.cert is not None:
+        verify = ssl.create_default_context(cafile=server.cert)
+    auth = ClientCredentialsAuth(
+        "client-1", "s3cret", base_url=server.url, cache=TokenCache(), retry=RetryPolicy(total=0)
+    )
+    url = server.url + "/api"
+
+    async def aget() -> httpx.Response:
+        async with httpx.AsyncClient(verify=verify) as client:
+            if with_auth:
+                client.auth = HttpxAuth(auth, async_client=client)
+            return await client.get(url, timeout=5)
+
+    try:
+        if mode == "async":
+            response = asyncio.run(aget())
+        else:
+            with httpx.Client(verify=verify) as client:
+                if with_auth:
+                    client.auth = HttpxAuth(auth, client=client)
+                response = client.get(url, timeout=5)
+    except httpx.HTTPError as exc:
+        return (type(exc),)
+    return response.status_code, response.content
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("ending", ["close", "reset"])
+def test_a_stale_401_that_breaks_off_is_judged_on_what_came_and_resent(
+    broken_server: BrokenServer, ending: str, mode: str
+) -> None:
+    broken_server.break_off("401 Unauthorized", STALE, b'{"error": "', ending, faults=1)
+
+    assert broken_outcome(broken_server, mode, with_auth=True) == (200, b"ok")
+    assert broken_server.authorizations == ["Bearer tok-1", "Bearer tok-2"]
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("ending", ["close", "reset"])
+def test_a_401_that_breaks_off_and_is_handed_back_fails_as_it_would_without_auth(
+    broken_server: BrokenServer, ending: str, mode: str
+) -> None:
+    broken_server.break_off("401 Unauthorized", OTHER, b'{"error": "', ending, faults=2)
+
+    without = broken_outcome(broken_server, mode, with_auth=False)
+
+    assert broken_outcome(broken_server, mode, with_auth=True) == without
+    assert broken_server.authorizations == [None, "Bearer tok-1"]
