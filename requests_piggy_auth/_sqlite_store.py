@@ -174,12 +174,13 @@ class SQLiteTokenStore(Shared):
     def _connect(self, wait: float) -> sqlite3.Connection:
         """The database, its file made ``0600`` in a private directory if need be.
 
-        :raises OSError: for a directory another user owns or can write to.
+        :raises OSError: for a directory another user owns or can write to, or a path
+            that is no regular file (a FIFO would block) or one another user owns.
         """
         directory = self.path.parent
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         _check_private(directory)
-        os.close(os.open(self.path, os.O_RDONLY | os.O_CREAT | _NOFOLLOW, 0o600))
+        _make_private_file(self.path)
         return sqlite3.connect(self.path, timeout=wait, isolation_level=None)
 
     def _load(self, db: sqlite3.Connection, name: str, wanted: Wanted) -> CachedToken | None:
@@ -229,6 +230,25 @@ class SQLiteTokenStore(Shared):
 
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def _make_private_file(path: Path) -> None:
+    """Create ``path`` ``0600`` if need be, without blocking; one of this user's that others
+    could read is made ``0600``.
+
+    :raises OSError: for anything but a regular file, or one another user owns.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NONBLOCK | _NOFOLLOW, 0o600)
+    try:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            raise OSError(f"{path} is not a regular file")
+        if hasattr(os, "getuid") and status.st_mode & 0o077:  # Windows: no modes to fix
+            if status.st_uid != os.getuid():
+                raise PermissionError(f"{path} is another user's")
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
 
 
 def _check_private(directory: Path) -> None:

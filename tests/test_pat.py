@@ -7,6 +7,7 @@ import logging
 import os
 import pickle
 import threading
+import tracemalloc
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
@@ -275,3 +276,27 @@ def test_a_token_file_rewritten_under_16_threads_fails_no_call(
         tokens = [token for token, _ in sent]
         first_new = tokens.index(new[0])  # the file was re-read: the old token never again
         assert set(tokens[first_new:]) == {new[0]}
+
+
+def test_a_token_file_that_is_a_fifo_is_refused_at_once(tmp_path: Path) -> None:
+    """Opening a FIFO would wait for a writer for ever."""
+    fifo = tmp_path / "token"
+    os.mkfifo(fifo)
+    with ThreadPoolExecutor(1) as pool:
+        made = pool.submit(PersonalAccessTokenAuth.from_file, fifo, base_url="http://127.0.0.1:1")
+        with pytest.raises(ConfigurationError, match="not a regular file"):
+            made.result(timeout=10)
+
+
+def test_a_huge_token_file_is_refused_without_being_read_whole(tmp_path: Path) -> None:
+    big = tmp_path / "token"
+    with open(big, "wb") as file:
+        file.truncate(64 * 1024 * 1024)  # sparse: no disk used
+    tracemalloc.start()
+    try:
+        with pytest.raises(ConfigurationError, match="larger than"):
+            PersonalAccessTokenAuth.from_file(big, base_url="http://127.0.0.1:1")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 1024 * 1024

@@ -23,6 +23,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -847,6 +848,49 @@ def test_the_file_is_0600_in_a_directory_made_0700(
     assert stored(path) == [
         (NAME, "token-CANARY-0000", EPOCH, EPOCH + 3600 - 30, EPOCH + 3600)
     ]  # the key holds the secret's fingerprint only
+
+
+def test_a_file_others_could_read_is_made_0600_before_a_token_goes_in(
+    sqlite_store: SQLiteTokenStore, path: Path, endpoint: Endpoint
+) -> None:
+    path.parent.mkdir(parents=True, mode=0o700)
+    path.touch(mode=0o644)  # an earlier tool's, a copy, a umask
+    path.chmod(0o644)
+
+    assert process(sqlite_store).get(KEY, endpoint) == "token-CANARY-0000"
+
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert len(stored(path)) == 1
+
+
+def test_a_path_that_is_a_fifo_blocks_nothing_and_calls_go_on(
+    sqlite_store: SQLiteTokenStore, path: Path, endpoint: Endpoint, logs: Any
+) -> None:
+    """Opening a FIFO would wait for a writer: it is no database, and calls go on."""
+    path.parent.mkdir(parents=True, mode=0o700)
+    os.mkfifo(path, 0o600)
+
+    with ThreadPoolExecutor(1) as pool:
+        got = pool.submit(process(sqlite_store).get, KEY, endpoint)
+        assert got.result(timeout=10) == "token-CANARY-0000"
+    [refused] = logs.messages
+    assert f"(OSError: {path} is not a regular file)" in refused
+
+
+def test_a_file_another_user_owns_is_refused_and_calls_go_on(
+    sqlite_store: SQLiteTokenStore, path: Path, endpoint: Endpoint, logs: Any
+) -> None:
+    path.parent.mkdir(parents=True, mode=0o700)
+    path.touch()
+    path.chmod(0o644)
+    if os.getuid() != 0:
+        pytest.skip("only root can give a file away")
+    os.chown(path, 65534, 65534)  # nobody's
+
+    assert process(sqlite_store).get(KEY, endpoint) == "token-CANARY-0000"
+    [refused] = logs.messages
+    assert f"(PermissionError: {path} is another user's)" in refused
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # not ours to change
 
 
 @pytest.mark.parametrize("other", ["can-write", "owns"])
