@@ -149,7 +149,9 @@ class HttpxAuth(httpx.Auth):
                 ) as response,
             ):
                 body = read_at_most(response.iter_bytes(), MAX_BODY)
-        except httpx.TransportError as exc:
+        except httpx.HTTPStatusError as exc:  # a hook of the client's raised for its status
+            return _unread(exc.response)
+        except httpx.HTTPError as exc:  # no answer, or one that could not be decoded
             failure = token_request_failed(request.url, exc)
         else:
             return TokenResponse(response.status_code, response.headers, body)
@@ -173,7 +175,9 @@ class HttpxAuth(httpx.Auth):
                     body += chunk
                     if len(body) > MAX_BODY:
                         break
-        except httpx.TransportError as exc:
+        except httpx.HTTPStatusError as exc:
+            return _unread(exc.response)
+        except httpx.HTTPError as exc:
             failure = token_request_failed(request.url, exc)
         else:
             return TokenResponse(
@@ -315,6 +319,12 @@ class _AsyncReplayed(httpx.AsyncByteStream):
 
     async def aclose(self) -> None:
         await self._aclose()
+
+
+def _unread(response: httpx.Response) -> TokenResponse:
+    """The answer to a token request, judged by its status and headers: a client's event
+    hook raised for its status before its body was read."""
+    return TokenResponse(response.status_code, response.headers, b"")
 
 
 def _posted(request: TokenRequest, timeout: Timeout) -> dict[str, Any]:

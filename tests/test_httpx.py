@@ -39,7 +39,7 @@ from requests_piggy_auth.stores import RedisTokenStore
 from requests_piggy_auth.testing import FakeClock, FakePiggy, Hold, Status
 from requests_piggy_auth.urllib3 import AuthorizedHttp
 
-from .conftest import API, BrokenServer, MakeAuth, Ticks, invalid_token
+from .conftest import API, CLIENT_ID, BrokenServer, MakeAuth, Ticks, invalid_token
 from .redis_server import RedisServer
 from .test_responses import OTHER, STALE
 
@@ -618,3 +618,66 @@ def test_a_401_that_breaks_off_and_is_handed_back_fails_as_it_would_without_auth
 
     assert broken_outcome(broken_server, mode, with_auth=True) == without
     assert broken_server.authorizations == [None, "Bearer tok-1"]
+
+
+# Token requests that fail in httpx's own ways
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_client_hook_that_raises_for_status_still_gives_our_refusal(
+    piggy: FakePiggy, mode: str
+) -> None:
+    """The hook httpx's docs show, on the client token requests go through: a refusal is
+    still our error, with its status and no secret (httpx closed its body unread)."""
+    auth = ClientCredentialsAuth(
+        CLIENT_ID,
+        "wrong-secret-CANARY",
+        base_url=piggy.url,
+        cache=TokenCache(),
+        retry=RetryPolicy(total=0),
+    )
+
+    def hook(response: httpx.Response) -> None:
+        response.raise_for_status()
+
+    async def ahook(response: httpx.Response) -> None:
+        response.raise_for_status()
+
+    async def aget() -> None:
+        async with httpx.AsyncClient(event_hooks={"response": [ahook]}) as client:
+            client.auth = HttpxAuth(auth, async_client=client)
+            await client.get(piggy.url + API)
+
+    def sget() -> None:
+        with httpx.Client(event_hooks={"response": [hook]}) as client:
+            client.auth = HttpxAuth(auth, client=client)
+            client.get(piggy.url + API)
+
+    with pytest.raises(TokenRequestError) as raised:
+        sget() if mode == "sync" else asyncio.run(aget())
+    assert raised.value.status == 401
+    assert "CANARY" not in str(raised.value)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_token_answer_that_cannot_be_decoded_is_our_error_without_the_secret(
+    piggy: FakePiggy, mode: str
+) -> None:
+    piggy.fault_token_endpoint(
+        lambda request: Response(b"this is not gzip", 200, {"Content-Encoding": "gzip"})
+    )
+    auth = ClientCredentialsAuth(
+        CLIENT_ID,
+        "s3cret-CANARY",
+        base_url=piggy.url,
+        cache=TokenCache(),
+        retry=RetryPolicy(total=0),
+    )
+    piggy.add_client(CLIENT_ID, "s3cret-CANARY")
+
+    with pytest.raises(TokenRequestError, match="DecodingError") as raised:
+        get(auth, piggy.url + API, mode)
+    error: BaseException | None = raised.value
+    while error is not None:
+        assert "CANARY" not in repr(error)
+        error = error.__cause__ or error.__context__
