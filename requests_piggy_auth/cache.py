@@ -851,8 +851,10 @@ class TokenCache:
             result = self._entry(key, cached, flight)
         except asyncio.CancelledError:
             raise  # its loop ends: the task's done callback tells the waiters (see alease)
-        except (asyncio.TimeoutError, FutureTimeoutError):
-            result = _abandoned(key)  # past its deadline: cancelled, its connection closed
+        except (asyncio.TimeoutError, FutureTimeoutError):  # cancelled, its connection closed
+            if flight.future.done():
+                return  # a waiter abandoned it at the same deadline, and told so
+            result = _abandoned(key)
         except BaseException as exc:  # every outcome reaches the waiters
             result = exc
         self._finish(key, flight, result)

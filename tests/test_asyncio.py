@@ -22,6 +22,7 @@ from requests_piggy_auth import (
     TokenCache,
     TokenRequestError,
 )
+from requests_piggy_auth.events import CooldownStarted, Event, FetchFailed
 from requests_piggy_auth.failures import token_request_failed
 from requests_piggy_auth.httpx import HttpxAuth
 from requests_piggy_auth.oauth import Token, TokenRequest, TokenResponse
@@ -333,3 +334,25 @@ def test_an_async_fetch_past_its_deadline_is_cancelled_not_left_running(
             return [task for task in others if not task.done()]
 
     assert asyncio.run(main()) == []
+
+
+def test_an_async_fetch_abandoned_by_its_waiter_is_told_once(clock: FakeClock) -> None:
+    cache = TokenCache(clock=clock)
+    heard: list[Event] = []
+    cache.add_listener(heard.append)
+
+    async def main() -> None:
+        never = asyncio.Event()
+
+        async def hanging() -> Token:
+            clock.advance(20)  # past the flight's deadline, as a held request would be
+            await never.wait()
+            raise AssertionError("never set")
+
+        with pytest.raises(TokenRequestError, match="abandoned"):
+            await cache.alease(KEY, hanging, timeout=0.5)
+        # the fetch task ends at its own deadline, half a second on the loop
+        await asyncio.wait_for(asyncio.gather(*cache._tasks, return_exceptions=True), 30)
+
+    asyncio.run(main())
+    assert [type(event) for event in heard] == [FetchFailed, CooldownStarted]
