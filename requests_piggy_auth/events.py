@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
@@ -146,7 +147,7 @@ class StoreHealth:
         self.store = store
         self._lock = threading.Lock()
         self._failing = False
-        self._watchers: tuple[Listener, ...] = ()
+        self._watchers: tuple[weakref.WeakMethod[Listener], ...] = ()
 
     @property
     def failing(self) -> bool:
@@ -154,23 +155,28 @@ class StoreHealth:
         return self._failing
 
     def watch(self, listener: Listener) -> None:
-        """Tell ``listener`` each change."""
+        """Tell ``listener``, a bound method (a cache's), each change while its object lives:
+        it is held weakly, so a store that outlives its caches keeps none of them alive."""
+        held = weakref.WeakMethod(listener)
         with self._lock:
-            self._watchers = (*self._watchers, listener)
+            self._watchers = (*(w for w in self._watchers if w() is not None), held)
 
     def failed(self, exc: BaseException) -> bool:
         """Note that the backend failed with ``exc``; returns whether it had worked till now."""
         if not self._changed(failing=True):
             return False
-        dispatch(self._watchers, [StoreFellBack(self.store, type(exc).__name__)])
+        dispatch(self._alive(), [StoreFellBack(self.store, type(exc).__name__)])
         return True
 
     def recovered(self) -> bool:
         """Note that the backend answered; returns whether it had failed till now."""
         if not self._failing or not self._changed(failing=False):  # the lock only for news
             return False
-        dispatch(self._watchers, [StoreRecovered(self.store)])
+        dispatch(self._alive(), [StoreRecovered(self.store)])
         return True
+
+    def _alive(self) -> list[Listener]:
+        return [listener for listener in (w() for w in self._watchers) if listener is not None]
 
     def _changed(self, *, failing: bool) -> bool:
         with self._lock:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import json
 import logging
 import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -38,6 +41,7 @@ from requests_piggy_auth.events import (
 )
 from requests_piggy_auth.httpx import HttpxAuth
 from requests_piggy_auth.oauth import Token
+from requests_piggy_auth.stores import SQLiteTokenStore
 from requests_piggy_auth.testing import Drop, FakeClock, FakePiggy, Status
 from requests_piggy_auth.urllib3 import AuthorizedHttp
 
@@ -450,3 +454,14 @@ def test_a_listener_added_while_another_is_removed_stays() -> None:
     cache.remove_listener(second)
 
     assert cache._listeners == (first, third)
+
+
+def test_a_store_keeps_no_cache_on_it_alive(tmp_path: Path) -> None:
+    store = SQLiteTokenStore(tmp_path / "tokens.sqlite3")
+    cache = TokenCache(store=store)
+    gone = weakref.ref(cache)
+    del cache
+    gc.collect()
+
+    assert gone() is None
+    store.health.failed(ConnectionError("down"))  # tells no one, and fails nothing

@@ -419,7 +419,8 @@ def test_a_lost_redis_is_left_alone_for_retry_interval_with_one_warning(
     logs: Any,
 ) -> None:
     heard: list[Event] = []
-    process(store).add_listener(heard.append)  # every cache on the store hears its news
+    listening = process(store)  # every cache on the store hears its news, while it lives
+    listening.add_listener(heard.append)
     redis_server.kill()
     assert process(store).get(KEY, endpoint) == "token-CANARY-0000"
     timer.advance(30)
