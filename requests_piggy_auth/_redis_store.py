@@ -18,7 +18,7 @@ except ImportError as exc:
         "RedisTokenStore needs redis-py: pip install 'requests-piggy-auth[redis]'"
     ) from exc
 
-from ._sharing import TIMES, Shared, Wanted, digest, log, shared_token, stored_times
+from ._sharing import TIMES, Shared, Wanted, attempt, digest, log, shared_token, stored_times
 from .cache import CachedToken, CacheKey, Clock
 from .oauth import MAX_LIFETIME
 
@@ -172,11 +172,14 @@ class RedisTokenStore(Shared):
             return fetch()
         if shared is not None:
             return shared
+        failure = None
         try:
             cached = fetch()
-            self._attempt(self._save, token_key, cached, wanted.clock)
-        finally:
-            self._attempt(self._release_lock, [lock_key], [owner])  # even when Redis just failed
+            failure = attempt(redis.RedisError, self._save, token_key, cached, wanted.clock)
+        finally:  # the lock released even when Redis just failed, before it is told
+            failure = attempt(redis.RedisError, self._release_lock, [lock_key], [owner]) or failure
+        if failure is not None:
+            self._unavailable(failure)
         return cached
 
     def _first_rejection(self, key: CacheKey, rejected: Collection[str], clock: Clock) -> float:
@@ -220,7 +223,7 @@ class RedisTokenStore(Shared):
             if self._lock(lock_key, owner, lock_ms):
                 shared = self._load(token_key, wanted)  # stored just before the lock
                 if shared is not None:
-                    self._attempt(self._release_lock, [lock_key], [owner])
+                    self._release(lock_key, owner)
                 return shared
             remaining = wait_until - self.timer()
             if remaining <= 0:
@@ -262,12 +265,11 @@ class RedisTokenStore(Shared):
         entry.update(stored_times(cached, clock, self.wall_clock))
         self.redis.set(token_key, json.dumps(entry), px=ttl_ms)
 
-    def _attempt(self, call: Callable[..., object], *args: Any) -> None:
-        """``call(*args)``; a Redis error is logged (once while Redis fails), not raised."""
-        try:
-            call(*args)
-        except redis.RedisError as exc:
-            self._unavailable(exc)
+    def _release(self, lock_key: str, owner: str) -> None:
+        """Release ``owner``'s lock; a Redis error is told (once while Redis fails), not raised."""
+        failure = attempt(redis.RedisError, self._release_lock, [lock_key], [owner])
+        if failure is not None:
+            self._unavailable(failure)
 
 
 def _unbounded_timeouts(redis_client: redis.Redis) -> list[str]:

@@ -8,6 +8,7 @@ import logging
 import math
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from .cache import CachedToken, CacheKey, Clock
 from .events import StoreHealth
@@ -170,3 +171,17 @@ class Shared:
     def _recovered(self) -> None:
         if self.health.recovered():
             log.info("the token store's %s is back; tokens are shared again", self.backend)
+
+
+def attempt(
+    failures: type[Exception] | tuple[type[Exception], ...],
+    call: Callable[..., object],
+    *args: Any,
+) -> Exception | None:
+    """``call(*args)``; a store failure (one of ``failures``) is returned, not raised, to be
+    told once the store's lock is free."""
+    try:
+        call(*args)
+    except failures as exc:
+        return exc
+    return None

@@ -11,7 +11,7 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
-from ._sharing import Shared, Wanted, digest, shared_token, stored_times
+from ._sharing import Shared, Wanted, attempt, digest, shared_token, stored_times
 from .cache import CachedToken, CacheKey, Clock
 from .oauth import MAX_LIFETIME
 
@@ -137,9 +137,9 @@ class SQLiteTokenStore(Shared):
         failure = None
         try:
             cached = fetch()
-            failure = _attempt(self._save, db, name, cached, wanted.clock)
+            failure = attempt(_FAILURES, self._save, db, name, cached, wanted.clock)
         finally:
-            failure = _attempt(db.commit) or failure  # the notes and deletions, even so
+            failure = attempt(_FAILURES, db.commit) or failure  # the notes and deletions too
             db.close()
         if failure is not None:
             self._unavailable(failure)
@@ -262,16 +262,6 @@ def _check_private(directory: Path) -> None:
         raise PermissionError(
             f"{directory} is not private: another user owns it or can write to it"
         )
-
-
-def _attempt(call: Callable[..., object], *args: Any) -> Exception | None:
-    """``call(*args)``; a database error is returned, not raised, to be logged once the
-    lock is free."""
-    try:
-        call(*args)
-    except _FAILURES as exc:
-        return exc
-    return None
 
 
 def _rebuilt(cls: type[SQLiteTokenStore], path: Path, settings: dict[str, Any]) -> SQLiteTokenStore:

@@ -411,6 +411,28 @@ def test_an_entry_that_is_not_a_usable_token_is_replaced(
     assert json.loads(client.get(TOKEN_KEY))["access_token"] == "token-CANARY-0000"  # type: ignore[arg-type]
 
 
+def test_a_token_redis_will_not_store_is_told_once_the_lock_is_free(
+    redis_server: RedisServer, client: redis.Redis, endpoint: Endpoint, logs: Any
+) -> None:
+    """Logging and listeners are the user's code: never while this process holds the
+    fleet's lock for the key."""
+    # A user that may take the lock but not write the token (as a read-only replica).
+    client.execute_command(  # type: ignore[no-untyped-call]
+        *("ACL", "SETUSER", "app", "on", ">pw", "~piggy-auth:lock:*", "~piggy-auth:rejected:*"),
+        *("%R~piggy-auth:token:*", "+@all"),
+    )
+    cache = process(RedisTokenStore(redis_server.client(username="app", password="pw")))
+    locks_when_told: list[list[Any]] = []
+    cache.add_listener(lambda event: locks_when_told.append(client.keys("piggy-auth:lock:*")))
+
+    assert cache.get(KEY, endpoint) == "token-CANARY-0000"
+
+    assert locks_when_told == [[]]
+    assert [record.getMessage()[:44] for record in logs.records] == [
+        "the token store's Redis failed (NoPermission"
+    ]
+
+
 def test_a_lost_redis_is_left_alone_for_retry_interval_with_one_warning(
     store: RedisTokenStore,
     redis_server: RedisServer,
@@ -506,24 +528,25 @@ def test_a_redis_that_stalls_while_the_token_is_stored_still_gets_the_lock_freed
 ) -> None:
     assert redis_server.process is not None
     pid = redis_server.process.pid
-    store = RedisTokenStore(redis_server.client(socket_timeout=0.2, retry=None), wall_clock=wall)
+
+    class Resuming(RedisTokenStore):
+        """Lets Redis go on once the store has given up storing the token."""
+
+        def _save(self, *args: Any) -> None:
+            try:
+                super()._save(*args)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+
+    store = Resuming(redis_server.client(socket_timeout=0.2, retry=None), wall_clock=wall)
 
     def stalling() -> Token:
         os.kill(pid, signal.SIGSTOP)  # Redis stops answering while the token is requested
         return endpoint()
 
-    class Resume(logging.Handler):
-        """Lets Redis go on once the store has given up storing the token."""
-
-        def emit(self, record: logging.LogRecord) -> None:
-            os.kill(pid, signal.SIGCONT)
-
-    library = logging.getLogger("requests_piggy_auth")
-    library.addHandler(resume := Resume(logging.WARNING))
     try:
         assert process(store).get(KEY, stalling) == "token-CANARY-0000"
     finally:
-        library.removeHandler(resume)
         os.kill(pid, signal.SIGCONT)
 
     assert not client.exists(LOCK_KEY)
