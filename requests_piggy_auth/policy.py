@@ -42,6 +42,8 @@ BASE_URL_VARIABLE = "PIGGY_BASE_URL"
 DEFAULT_TIMEOUT = (3.05, 5.0)
 #: Up to 3 retries with full-jitter backoff, within 10 s per fetch.
 DEFAULT_RETRY = RetryPolicy()
+#: The name of the threads that read a client secret again after a refusal.
+SECRET_THREAD = "piggy-auth-secret"
 #: A personal access token this close to its expiry date logs a warning.
 PAT_WARNING_PERIOD = timedelta(days=7)
 
@@ -299,8 +301,11 @@ class ClientCredentialsPolicy(AuthPolicy):
         """Whether other credentials are in use after ``failure`` for ``credentials``.
 
         A refusal (``invalid_client``, or a cool-down that one started) reads a
-        callable secret again, once per refusal: the first caller reads it,
-        outside every lock, and callers that got the same refusal wait for that.
+        callable secret again, once per refusal, in a thread of its own: every
+        caller that got that refusal waits for the read, no longer than its
+        deadline (a secret manager that hangs holds no caller longer).
+
+        :raises ConfigurationError: when the source failed or gave no usable secret.
         """
         refusal = failure if isinstance(failure, InvalidClientError) else failure.__cause__
         if self._secret_source is None or not isinstance(refusal, InvalidClientError):
@@ -308,27 +313,43 @@ class ClientCredentialsPolicy(AuthPolicy):
         with self._reread_lock:
             if self._credentials is not credentials:
                 return True  # another caller has read a new secret already
-            if self._reread is not None and self._reread[0] is refusal:
-                read, reading = self._reread[1], False
-            else:
-                read, reading = Future(), True
-                self._reread = (refusal, read)
-        if not reading:
-            try:
-                return read.result(timeout=self._deadline)
-            except FutureTimeoutError:
-                return False  # the secret is still being read: this caller gets the refusal
+            reading = self._reread is None or self._reread[0] is not refusal
+            if reading:
+                self._reread = (refusal, Future())
+            assert self._reread is not None
+            read = self._reread[1]
+        if reading:
+            threading.Thread(
+                target=self._read_into, args=(credentials, read), name=SECRET_THREAD, daemon=True
+            ).start()
+        try:
+            return read.result(timeout=self._deadline)
+        except FutureTimeoutError:
+            return False  # the secret is still being read: this caller gets the refusal
+
+    def _read_into(self, credentials: _Credentials, read: Future[bool]) -> None:
+        """:meth:`_read_secret` for the callers waiting on ``read``; the source's own error
+        becomes ours, naming its type only (its text may hold the secret)."""
         try:
             read.set_result(self._read_secret(credentials))
-        except BaseException as exc:
+        except ConfigurationError as exc:
             read.set_exception(exc)
-            raise
-        return read.result()
+        except Exception as exc:  # the user's code
+            read.set_exception(
+                ConfigurationError(f"the client secret's source failed ({type(exc).__name__})")
+            )
 
     def _read_secret(self, credentials: _Credentials) -> bool:
-        """Read the secret again; whether it differs (and is now in use)."""
+        """Read the secret again; whether it differs (and is now in use).
+
+        :raises ConfigurationError: for anything but a non-empty string.
+        """
         assert self._secret_source is not None
         secret = self._secret_source()  # the user's code, outside our locks
+        if not isinstance(secret, str) or not secret:
+            raise ConfigurationError(
+                f"the client secret's source gave no usable secret ({type(secret).__name__})"
+            )
         if secret == credentials.grant.client_secret:
             return False  # the same secret cools down as before
         rotated = self._credentials_for(secret)  # scrypt, outside our lock

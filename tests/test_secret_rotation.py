@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import pickle
 import threading
+import traceback
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -14,6 +15,7 @@ import requests
 
 from requests_piggy_auth import (
     ClientCredentialsAuth,
+    ConfigurationError,
     InvalidClientError,
     RetryPolicy,
     TokenCache,
@@ -184,8 +186,11 @@ def test_a_caller_waits_for_the_read_no_longer_than_its_deadline(
         assert secret.reading.wait(30)
         with pytest.raises(TokenRequestError, match="for another"):
             auth.token()  # the same refusal, its read still going: this caller gets it
-        secret.release.set()
-        assert first.result() == piggy.tokens()[0]
+        with pytest.raises(InvalidClientError):
+            first.result(timeout=30)  # the caller that started the read waits no longer
+    secret.release.set()  # the secret manager answers at last
+
+    assert auth.token() == piggy.tokens()[0]  # the read it gave is in use
 
 
 def test_a_secret_source_that_fails_fails_the_callers_of_that_refusal(
@@ -194,11 +199,35 @@ def test_a_secret_source_that_fails_fails_the_callers_of_that_refusal(
     piggy.rotate_client_secret(CLIENT_ID)
     secret.value = ""  # a secret manager that hands out nothing
 
-    with pytest.raises(ValueError, match="client_secret must be a non-empty string"):
+    with pytest.raises(ConfigurationError, match=r"gave no usable secret \(str\)"):
         rotating.token()
-    with pytest.raises(ValueError, match="client_secret must be a non-empty string"):
+    with pytest.raises(ConfigurationError, match=r"gave no usable secret \(str\)"):
         rotating.token()  # cooling down after the same refusal: the same outcome
     assert secret.reads == 2
+
+
+class RaisingSecret(Secret):
+    """A secret manager whose reads after the first fail, quoting what it holds."""
+
+    def __call__(self) -> str:
+        if self.reads:
+            raise RuntimeError(f"vault sealed; last value {self.value}")
+        return super().__call__()
+
+
+def test_a_secret_source_that_raises_is_our_error_naming_only_its_type(
+    piggy: FakePiggy, cache: TokenCache
+) -> None:
+    secret = RaisingSecret(CLIENT_SECRET)
+    auth = ClientCredentialsAuth(CLIENT_ID, secret, base_url=piggy.url, cache=cache)
+    secret.value = piggy.rotate_client_secret(CLIENT_ID)
+
+    with pytest.raises(ConfigurationError) as raised:
+        auth.token()
+    assert str(raised.value) == "the client secret's source failed (RuntimeError)"
+    told = "".join(traceback.format_exception(raised.value))
+    assert "vault sealed" not in told
+    assert secret.value not in told
 
 
 def test_a_caller_that_comes_after_the_rotation_uses_it(
