@@ -13,6 +13,7 @@ one caller's auth flow.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import (
     AsyncGenerator,
@@ -32,7 +33,7 @@ from .cache import Lease
 from .failures import token_request_failed
 from .oauth import MAX_BODY, TokenRequest, TokenResponse
 from .policy import AuthPolicy, Timeout
-from .replay import Answer, Flow, Renew, Resend, read_at_most, replay, rewinder, stay
+from .replay import Answer, Flow, Judge, Renew, Resend, read_at_most, replay, rewinder, stay
 from .responses import MAX_JUDGE_SECONDS, decoded
 
 __all__ = ["HttpxAuth"]
@@ -95,6 +96,8 @@ class HttpxAuth(httpx.Auth):
                 elif isinstance(step, Renew):
                     _drop(response)
                     sent = self.auth.lease(self._send, after=step.rejected)
+                elif isinstance(step, Judge):
+                    sent = step.verdict()
                 else:
                     sent = _read_head(response)
 
@@ -122,6 +125,8 @@ class HttpxAuth(httpx.Auth):
                 elif isinstance(step, Renew):
                     await _adrop(response)
                     sent = await self.auth.alease(self._asend, after=step.rejected)
+                elif isinstance(step, Judge):  # a token's source is the user's code
+                    sent = await asyncio.to_thread(step.verdict)
                 else:
                     sent = await _aread_head(response)
 

@@ -393,6 +393,9 @@ class PersonalAccessTokenPolicy(AuthPolicy):
         self.renewable = self._source is not None
         self._token = checked_pat(token if isinstance(token, str) else token())
         self._rejected: set[str] = set()
+        #: The source's reads so far, and the one whose token is in use: a slow read
+        #: never puts back a token older than one read after it.
+        self._reads = self._in_use = 0
         self.expires_at = None if expires_at is None else expires_at.astimezone(timezone.utc)
         self._now = partial(datetime.now, timezone.utc) if now is None else now
         self._warn_lock = threading.Lock()
@@ -431,11 +434,14 @@ class PersonalAccessTokenPolicy(AuthPolicy):
         """
         if self._source is None or not token_rejected(www_authenticate, body):
             return False  # a fixed token: nothing to read again
+        with self._warn_lock:
+            read = self._reads = self._reads + 1
         current = checked_pat(self._source())  # the user's code, outside our locks
         with self._warn_lock:
             if current != lease.access_token:
-                if current != self._token:  # the known expiry was the old token's
-                    self._token, self.expires_at = current, None
+                if current != self._token and read > self._in_use:  # no going back
+                    # the known expiry was the old token's
+                    self._token, self.expires_at, self._in_use = current, None, read
                 return True
             first = current not in self._rejected
             self._rejected.add(current)

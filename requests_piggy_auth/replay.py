@@ -39,6 +39,14 @@ class ReadBody:
 READ_BODY = ReadBody()
 
 
+class Judge(NamedTuple):
+    """Send back ``verdict()``: whether the 401 may be cured by a new token
+    (:meth:`~.AuthPolicy.rejected`). It may run the user's code (a personal access
+    token's source), so an async driver calls it off its event loop."""
+
+    verdict: Callable[[], bool]
+
+
 class Renew(NamedTuple):
     """The 401 is to be resent: close it unread (its body may never end), then send
     back ``policy.lease(after=rejected)``, a token requested after it."""
@@ -52,7 +60,7 @@ class Resend(NamedTuple):
     lease: Lease
 
 
-Step = ReadBody | Renew | Resend
+Step = ReadBody | Judge | Renew | Resend
 Flow = Generator[Step, Any, None]
 
 
@@ -81,7 +89,7 @@ def replay(
         lease.answered(answer.status)
         return
     body = yield READ_BODY
-    if not policy.rejected(lease, answer.www_authenticate, body):
+    if not (yield Judge(partial(policy.rejected, lease, answer.www_authenticate, body))):
         return
     if rewind is None:
         warn_not_resent(method, url)
@@ -124,6 +132,8 @@ def drive(flow: Flow, driver: Driver) -> None:
                 sent = driver.resend(step.lease)
             elif isinstance(step, Renew):
                 sent = driver.renew(step.rejected)
+            elif isinstance(step, Judge):
+                sent = step.verdict()
             else:
                 sent = driver.read_body()
 

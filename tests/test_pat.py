@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 import os
@@ -12,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
+import httpx
 import pytest
 import requests
 
@@ -22,6 +24,7 @@ from requests_piggy_auth import (
     PersonalAccessTokenAuth,
     TokenCache,
 )
+from requests_piggy_auth.httpx import HttpxAuth
 from requests_piggy_auth.policy import AuthPolicy
 from requests_piggy_auth.testing import FakePiggy
 
@@ -300,3 +303,56 @@ def test_a_huge_token_file_is_refused_without_being_read_whole(tmp_path: Path) -
     finally:
         tracemalloc.stop()
     assert peak < 4 * 1024 * 1024
+
+
+#: A 401's ``WWW-Authenticate`` for a token that is no good.
+INVALID = 'Bearer error="invalid_token"'
+
+
+def test_a_slow_read_of_the_source_never_puts_back_an_older_token() -> None:
+    reads = iter(["T1-initial", "T2-older", "T3-newest"])
+    slow_read, newest_in_use = threading.Event(), threading.Event()
+
+    def source() -> str:
+        token = next(reads)
+        if token == "T2-older":  # a secret manager that answers late
+            slow_read.set()
+            assert newest_in_use.wait(30)
+        return token
+
+    auth = PersonalAccessTokenAuth(source, base_url="http://127.0.0.1:1")
+    rejected = Lease("T1-initial")
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(auth.rejected, rejected, INVALID, b"")
+        assert slow_read.wait(30)
+        assert auth.rejected(rejected, INVALID, b"")  # reads T3, puts it in use
+        newest_in_use.set()
+        assert slow.result(timeout=30)  # T2 differs from T1: resend, with what is in use
+
+    assert auth.lease().access_token == "T3-newest"
+
+
+def test_an_async_client_reads_the_token_source_off_the_event_loop(
+    fake_piggy: FakePiggy,
+) -> None:
+    old, new = fake_piggy.issue_personal_access_token(), fake_piggy.issue_personal_access_token()
+    fake_piggy.revoke(old)
+    on_the_loop: list[bool] = []
+
+    def source() -> str:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            on_the_loop.append(False)
+        else:
+            on_the_loop.append(True)
+        return old if len(on_the_loop) == 1 else new
+
+    auth = PersonalAccessTokenAuth(source, base_url=fake_piggy.url)
+
+    async def main() -> int:
+        async with httpx.AsyncClient(auth=HttpxAuth(auth)) as client:
+            return (await client.get(fake_piggy.api_url + "/contacts")).status_code
+
+    assert asyncio.run(main()) == 200
+    assert on_the_loop == [False, False]  # built outside a loop; read again off it
