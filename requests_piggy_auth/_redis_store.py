@@ -222,8 +222,8 @@ class RedisTokenStore(Shared):
                 return shared
             if self._lock(lock_key, owner, lock_ms):
                 shared = self._load(token_key, wanted)  # stored just before the lock
-                if shared is not None:
-                    self._release(lock_key, owner)
+                if shared is not None:  # a failure to free it: it expires by itself
+                    attempt(redis.RedisError, self._release_lock, [lock_key], [owner])
                 return shared
             remaining = wait_until - self.timer()
             if remaining <= 0:
@@ -264,12 +264,6 @@ class RedisTokenStore(Shared):
         entry: dict[str, object] = {"access_token": cached.access_token}
         entry.update(stored_times(cached, clock, self.wall_clock))
         self.redis.set(token_key, json.dumps(entry), px=ttl_ms)
-
-    def _release(self, lock_key: str, owner: str) -> None:
-        """Release ``owner``'s lock; a Redis error is told (once while Redis fails), not raised."""
-        failure = attempt(redis.RedisError, self._release_lock, [lock_key], [owner])
-        if failure is not None:
-            self._unavailable(failure)
 
 
 def _unbounded_timeouts(redis_client: redis.Redis) -> list[str]:

@@ -350,8 +350,8 @@ def test_an_async_fetch_abandoned_by_its_waiter_is_told_once(clock: FakeClock) -
             raise AssertionError("never set")
 
         with pytest.raises(TokenRequestError, match="abandoned"):
-            await cache.alease(KEY, hanging, timeout=0.5)
-        # the fetch task ends at its own deadline, half a second on the loop
+            await cache.alease(KEY, hanging, timeout=1)  # its waits: half a second each
+        # the waiter abandoned it at its second look; the task ends at its own deadline
         await asyncio.wait_for(asyncio.gather(*cache._tasks, return_exceptions=True), 30)
 
     asyncio.run(main())

@@ -462,7 +462,7 @@ def test_canaries_hidden_for_a_callable_secret_that_rotates(
     exposure.error(auth.token)  # cooling down after that; the source gives an empty secret
     exposure.objects += [auth, auth.grant, auth._credentials, auth.grant.token_request()]
 
-    assert [type(error) for error in exposure.errors] == [InvalidClientError, ValueError]
+    assert [type(error) for error in exposure.errors] == [InvalidClientError, ConfigurationError]
 
     assert "s3cret-CANARY-rotated" not in exposure.text()
     exposure.assert_hidden()
