@@ -336,7 +336,10 @@ def test_an_async_fetch_past_its_deadline_is_cancelled_not_left_running(
     assert asyncio.run(main()) == []
 
 
-def test_an_async_fetch_abandoned_by_its_waiter_is_told_once(clock: FakeClock) -> None:
+@pytest.mark.parametrize("first", ["the waiter", "the fetch"])
+def test_an_async_fetch_past_its_deadline_is_told_once(clock: FakeClock, first: str) -> None:
+    """Whether its waiter gives it up first (the cache's clock past the deadline at the
+    waiter's second look, half a second in) or its own timeout ends it (a second in)."""
     cache = TokenCache(clock=clock)
     heard: list[Event] = []
     cache.add_listener(heard.append)
@@ -345,13 +348,13 @@ def test_an_async_fetch_abandoned_by_its_waiter_is_told_once(clock: FakeClock) -
         never = asyncio.Event()
 
         async def hanging() -> Token:
-            clock.advance(20)  # past the flight's deadline, as a held request would be
+            if first == "the waiter":
+                clock.advance(20)  # past the flight's deadline, as a held request would be
             await never.wait()
             raise AssertionError("never set")
 
         with pytest.raises(TokenRequestError, match="abandoned"):
             await cache.alease(KEY, hanging, timeout=1)  # its waits: half a second each
-        # the waiter abandoned it at its second look; the task ends at its own deadline
         await asyncio.wait_for(asyncio.gather(*cache._tasks, return_exceptions=True), 30)
 
     asyncio.run(main())
