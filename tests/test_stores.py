@@ -423,12 +423,12 @@ def test_a_token_redis_will_not_store_is_told_once_the_lock_is_free(
     )
     cache = process(RedisTokenStore(redis_server.client(username="app", password="pw")))
     locks_when_told: list[list[Any]] = []
-    cache.add_listener(
-        lambda event: (
-            isinstance(event, StoreFellBack)
-            and locks_when_told.append(client.keys("piggy-auth:lock:*"))
-        )
-    )
+
+    def listener(event: Event) -> None:
+        if isinstance(event, StoreFellBack):
+            locks_when_told.append(client.keys("piggy-auth:lock:*"))
+
+    cache.add_listener(listener)
 
     assert cache.get(KEY, endpoint) == "token-CANARY-0000"
 
