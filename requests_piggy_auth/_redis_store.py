@@ -18,7 +18,16 @@ except ImportError as exc:
         "RedisTokenStore needs redis-py: pip install 'requests-piggy-auth[redis]'"
     ) from exc
 
-from ._sharing import TIMES, Shared, Wanted, attempt, digest, log, shared_token, stored_times
+from ._sharing import (
+    TIMES,
+    Shared,
+    Wanted,
+    attempt,
+    digest,
+    gave_up_waiting,
+    shared_token,
+    stored_times,
+)
 from .cache import CachedToken, CacheKey, Clock
 from .oauth import MAX_LIFETIME
 
@@ -227,12 +236,7 @@ class RedisTokenStore(Shared):
                 return shared
             remaining = wait_until - self.timer()
             if remaining <= 0:
-                log.warning(
-                    "waited %.1f s for another process's token request for client %r; "
-                    "making one here",
-                    wait,
-                    key[1],
-                )
+                gave_up_waiting(wait, key)
                 return None
             self.sleep(min(self.poll_interval, remaining))
 

@@ -173,6 +173,16 @@ class Shared:
             log.info("the token store's %s is back; tokens are shared again", self.backend)
 
 
+def gave_up_waiting(wait: float, key: CacheKey) -> None:
+    """Tell that a call waited ``wait`` seconds for another process's token request for
+    ``key`` and now makes its own (not a store failure: the store is used again at once)."""
+    log.warning(
+        "waited %.1f s for another process's token request for client %r; making one here",
+        wait,
+        key[1],
+    )
+
+
 def attempt(
     failures: type[Exception] | tuple[type[Exception], ...],
     call: Callable[..., object],

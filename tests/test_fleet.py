@@ -211,7 +211,7 @@ def test_a_cold_machine_on_one_sqlite_file_makes_one_token_request(
     with Fleet(on_one_file(piggy, tmp_path / "tokens.sqlite3"), PROCESSES) as fleet:
         fleet.go()
         # One worker's token request is held at the server, its process holding the
-        # database's lock, until every worker has asked the file for the token.
+        # client's lock, until every worker has asked the file for the token.
         assert hold.arrived.wait(TIMEOUT)
         assert {fleet.asked.get(timeout=TIMEOUT) for _ in range(PROCESSES)} == {
             process.pid for process in fleet.processes

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import ctypes
+import fcntl
 import importlib
 import json
 import logging
@@ -21,6 +22,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -122,10 +124,41 @@ class SharedRedis:
         return b"".join(name + self.client.get(name) for name in self.client.scan_iter())
 
 
+def flocked(lock_file: Path) -> int:
+    """``lock_file`` open and ``flock``-ed, as another process's fetch holds a key's lock."""
+    fd = os.open(lock_file, os.O_RDONLY | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
+def is_flocked(lock_file: Path) -> bool:
+    """Whether some open of ``lock_file`` holds its ``flock``."""
+    if not lock_file.exists():
+        return False
+    fd = os.open(lock_file, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def write_locked(path: Path) -> bool:
+    """Whether a connection holds the database's write lock."""
+    with closing(sqlite3.connect(path, timeout=0, isolation_level=None)) as db:
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:
+            return True
+        return False
+
+
 class SharedSQLite:
     def __init__(self, store: SQLiteTokenStore) -> None:
         self.store = store
-        self.holder: sqlite3.Connection | None = None
+        self.holder: int | None = None
 
     def token(self) -> str | None:
         with closing(sqlite3.connect(self.store.path)) as db:
@@ -137,16 +170,11 @@ class SharedSQLite:
         return rows[0][1] if rows else None
 
     def locked(self) -> bool:
-        with closing(sqlite3.connect(self.store.path, timeout=0, isolation_level=None)) as db:
-            try:
-                db.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError:
-                return True
-            return False
+        return is_flocked(self.store._lock_file(KEY))
 
     def lock(self) -> None:
-        self.holder = sqlite3.connect(self.store.path, isolation_level=None)
-        self.holder.execute("BEGIN IMMEDIATE")
+        self.store.path.parent.mkdir(parents=True, exist_ok=True)
+        self.holder = flocked(self.store._lock_file(KEY))
 
     def dump(self) -> bytes:
         return b"".join(path.read_bytes() for path in self.store.path.parent.iterdir())
@@ -168,7 +196,7 @@ def shared(
     )
     yield sqlite
     if sqlite.holder is not None:
-        sqlite.holder.close()
+        os.close(sqlite.holder)
 
 
 @pytest.fixture
@@ -809,16 +837,18 @@ def test_a_lock_held_past_half_the_deadline_leaves_the_call_time_to_fetch_its_ow
         redis_server.client().set(store._keys(auth._key)[1], "a process holding it", px=60_000)
     else:
         store = SQLiteTokenStore(tmp_path / "tokens.sqlite3")
-        holder = sqlite3.connect(store.path, isolation_level=None)
-        holder.execute("BEGIN IMMEDIATE")
+        holder = flocked(store._lock_file(auth._key))
     auth.cache = TokenCache(store=store)
 
-    assert requests.get(piggy.url + API, auth=auth, timeout=5).status_code == 200
+    try:
+        assert requests.get(piggy.url + API, auth=auth, timeout=5).status_code == 200
+    finally:
+        if kind == "sqlite":
+            os.close(holder)
     assert piggy.stats().token_requests == 1
-    said = {"redis": "making one here", "sqlite": "(OperationalError: database is locked)"}
-    assert any(said[kind] in message for message in logs.messages)
-    if kind == "sqlite":
-        holder.close()
+    [waited] = [r.getMessage() for r in logs.records if r.levelno >= logging.WARNING]
+    assert waited.endswith(f"for client {CLIENT_ID!r}; making one here")
+    assert not store.health.failing
 
 
 @pytest.mark.parametrize("forgets", ["least-recently-used", "clear"])
@@ -892,18 +922,20 @@ def test_a_file_others_could_read_is_made_0600_before_a_token_goes_in(
     assert len(stored(path)) == 1
 
 
+@pytest.mark.parametrize("which", ["database", "lock file"])
 def test_a_path_that_is_a_fifo_blocks_nothing_and_calls_go_on(
-    sqlite_store: SQLiteTokenStore, path: Path, endpoint: Endpoint, logs: Any
+    sqlite_store: SQLiteTokenStore, path: Path, endpoint: Endpoint, logs: Any, which: str
 ) -> None:
-    """Opening a FIFO would wait for a writer: it is no database, and calls go on."""
+    """Opening a FIFO would wait for a writer: it is no database nor lock, and calls go on."""
+    fifo = path if which == "database" else sqlite_store._lock_file(KEY)
     path.parent.mkdir(parents=True, mode=0o700)
-    os.mkfifo(path, 0o600)
+    os.mkfifo(fifo, 0o600)
 
     with ThreadPoolExecutor(1) as pool:
         got = pool.submit(process(sqlite_store).get, KEY, endpoint)
         assert got.result(timeout=10) == "token-CANARY-0000"
     [refused] = logs.messages
-    assert f"(OSError: {path} is not a regular file)" in refused
+    assert f"(OSError: {fifo} is not a regular file)" in refused
 
 
 def test_a_file_another_user_owns_is_refused_and_calls_go_on(
@@ -1016,15 +1048,20 @@ def test_a_read_only_directory_is_survived_with_every_call_succeeding(
     assert read_only.startswith("the token store's database failed (")
 
 
-def test_a_file_locked_even_for_readers_is_survived_with_one_warning(
-    path: Path, wall: FakeClock, timer: FakeClock, endpoint: Endpoint, logs: Any
+@pytest.mark.parametrize("mode", ["EXCLUSIVE", "IMMEDIATE"], ids=["readers-too", "writers"])
+def test_a_file_another_program_keeps_locked_is_survived_with_one_warning(
+    path: Path, wall: FakeClock, timer: FakeClock, endpoint: Endpoint, logs: Any, mode: str
 ) -> None:
+    """Its long transaction, locking out every other connection (``EXCLUSIVE``) or
+    writers only (``IMMEDIATE``: the look works, the client's lock is taken, the write
+    transaction under it is not)."""
     store = SQLiteTokenStore(path, wait_timeout=0.01, wall_clock=wall, timer=timer)
     process(store).get(OTHER_KEY, endpoint)  # makes the file
     with closing(sqlite3.connect(path, isolation_level=None)) as holder:
-        holder.execute("BEGIN EXCLUSIVE")  # no other connection may even read
+        holder.execute(f"BEGIN {mode}")
 
         tokens = [process(store).get(KEY, endpoint) for _ in range(2)]
+        assert not is_flocked(store._lock_file(KEY))  # freed before the warning
 
     assert tokens == ["token-CANARY-0001", "token-CANARY-0002"]
     [locked] = logs.messages
@@ -1111,12 +1148,12 @@ def test_a_process_killed_holding_the_lock_leaves_it_free(
 ) -> None:
     process(sqlite_store).get(OTHER_KEY, endpoint)  # makes the file
     holding = (
-        "import sqlite3, sys; db = sqlite3.connect(sys.argv[1], isolation_level=None);"
-        "db.execute('BEGIN IMMEDIATE'); print('locked', flush=True); sys.stdin.read()"
+        "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDONLY | os.O_CREAT, 0o600);"
+        "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); sys.stdin.read()"
     )
     untraced = {k: v for k, v in os.environ.items() if k != "COVERAGE_PROCESS_CONFIG"}
     child = subprocess.Popen(  # killed: it would leave a broken coverage file behind
-        [sys.executable, "-c", holding, str(path)],
+        [sys.executable, "-c", holding, str(sqlite_store._lock_file(KEY))],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -1135,8 +1172,172 @@ def test_a_process_killed_holding_the_lock_leaves_it_free(
 
     assert process(sqlite_store).get(KEY, endpoint) == "token-CANARY-0002"  # took the lock at once
     assert process(sqlite_store).get(KEY, endpoint) == "token-CANARY-0002"
-    [locked] = logs.messages  # the patient store's: it gave up waiting
-    assert "(OperationalError: database is locked)" in locked
+    assert logs.messages == [  # the patient store's: it gave up waiting
+        "waited 0.0 s for another process's token request for client 'client-1'; making one here"
+    ]
+
+
+def test_a_slow_token_request_for_one_client_never_delays_another_on_the_file(
+    piggy: FakePiggy, path: Path, logs: Any
+) -> None:
+    piggy.add_client("other-client", "other-secret")
+    cache = TokenCache(store=SQLiteTokenStore(path))
+    slow = ClientCredentialsAuth(CLIENT_ID, CLIENT_SECRET, base_url=piggy.url, cache=cache)
+    other = ClientCredentialsAuth("other-client", "other-secret", base_url=piggy.url, cache=cache)
+    hold = piggy.hold(CLIENT_ID)
+
+    with ThreadPoolExecutor(2) as pool:
+        try:
+            held = pool.submit(slow.token)
+            assert hold.arrived.wait(30)  # client 1's token request is at the server, held
+            other_token = pool.submit(other.token).result(timeout=30)
+            assert not held.done()
+            assert not write_locked(path)  # no transaction spans the held request
+            assert [entry[1] for entry in stored(path)] == [other_token]
+        finally:
+            hold.release()
+        slow_token = held.result(timeout=30)
+
+    assert sorted(entry[1] for entry in stored(path)) == sorted([slow_token, other_token])
+    assert piggy.stats().token_requests == 2
+    assert [r for r in logs.records if r.levelno >= logging.WARNING] == []
+
+
+def test_two_caches_on_one_file_make_one_token_request_while_one_is_held(
+    piggy: FakePiggy, path: Path, logs: Any
+) -> None:
+    """Each cache on a store of its own, as two processes would be; the second polls the
+    key's lock while the first's token request is held."""
+    polling = threading.Event()
+
+    def poll(seconds: float) -> None:
+        polling.set()
+        time.sleep(seconds)  # the store's pause between tries of the lock
+
+    first = ClientCredentialsAuth(
+        CLIENT_ID, CLIENT_SECRET, base_url=piggy.url, cache=TokenCache(store=SQLiteTokenStore(path))
+    )
+    second_store = SQLiteTokenStore(path, poll_interval=0.01, sleep=poll)
+    second = ClientCredentialsAuth(
+        CLIENT_ID, CLIENT_SECRET, base_url=piggy.url, cache=TokenCache(store=second_store)
+    )
+    hold = piggy.hold(CLIENT_ID)
+
+    with ThreadPoolExecutor(2) as pool:
+        try:
+            a = pool.submit(first.token)
+            assert hold.arrived.wait(30)  # the first holds the key's lock, its request held
+            b = pool.submit(second.token)
+            assert polling.wait(30)  # the second found the lock taken: it waits for the token
+            assert is_flocked(second_store._lock_file(first._key))
+            assert not write_locked(path)
+        finally:
+            hold.release()
+        assert a.result(timeout=30) == b.result(timeout=30)
+
+    assert piggy.stats().token_requests == 1
+    assert [r for r in logs.records if r.levelno >= logging.WARNING] == []
+
+
+def test_a_lock_not_free_by_the_end_of_the_wait_is_no_store_failure(
+    path: Path, wall: FakeClock, timer: FakeClock, endpoint: Endpoint, logs: Any
+) -> None:
+    store = SQLiteTokenStore(
+        path, wait_timeout=60, poll_interval=1, wall_clock=wall, timer=timer, sleep=timer.sleep
+    )
+    assert process(store).get(OTHER_KEY, endpoint) == "token-CANARY-0000"  # makes the file
+    holder = flocked(store._lock_file(KEY))  # another process's fetch of KEY, under way
+    clock = FakeClock(50_000.0)  # the cache's clock: the deadline is on it
+    try:
+        cached = store.get(KEY, fetching(endpoint, clock), clock, deadline=clock() + 3.5)
+
+        assert cached.access_token == "token-CANARY-0001"
+        assert timer.sleeps == [1.0, 1.0, 1.0, 0.5]
+        assert logs.messages == [
+            "waited 3.5 s for another process's token request for client 'client-1'; "
+            "making one here"
+        ]
+        assert not store.health.failing
+        # Not left alone for retry_interval: the next call reads the file at once.
+        assert process(store).get(OTHER_KEY, endpoint) == "token-CANARY-0000"
+        assert is_flocked(store._lock_file(KEY))  # only its owner frees a lock
+    finally:
+        os.close(holder)
+    assert process(store).get(KEY, endpoint) == "token-CANARY-0002"  # the lock is free
+    assert process(store).get(KEY, endpoint) == "token-CANARY-0002"
+    assert len(logs.records) == 1
+
+
+def test_lock_files_are_0600_next_to_the_database_one_per_client(
+    sqlite_store: SQLiteTokenStore, path: Path, endpoint: Endpoint
+) -> None:
+    process(sqlite_store).get(KEY, endpoint)
+    process(sqlite_store).get(OTHER_KEY, endpoint)
+
+    lock_files = sorted(path.parent.glob("*.lock"))
+    assert lock_files == sorted(sqlite_store._lock_file(key) for key in (KEY, OTHER_KEY))
+    assert {stat.S_IMODE(lock_file.stat().st_mode) for lock_file in lock_files} == {0o600}
+    for lock_file in lock_files:
+        assert lock_file.read_bytes() == b""  # no key, no secret, no token
+
+
+def test_a_file_system_without_flock_is_survived_with_one_warning(
+    sqlite_store: SQLiteTokenStore,
+    path: Path,
+    endpoint: Endpoint,
+    logs: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(37, "No locks available")
+
+    process(sqlite_store).get(OTHER_KEY, endpoint)  # makes the file
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    open_files = len(os.listdir("/proc/self/fd"))
+
+    tokens = [process(sqlite_store).get(KEY, endpoint) for _ in range(2)]
+
+    assert tokens == ["token-CANARY-0001", "token-CANARY-0002"]
+    assert len(os.listdir("/proc/self/fd")) == open_files  # the lock file was closed
+    [failed] = logs.messages
+    assert "(OSError: [Errno 37] No locks available)" in failed
+
+
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
+def test_a_child_forked_during_a_fetch_keeps_no_copy_of_the_lock(
+    sqlite_store: SQLiteTokenStore, endpoint: Endpoint
+) -> None:
+    """An ``flock`` is the open file's: a child's copy of the file would hold the lock after
+    the parent freed it, for as long as the child lives."""
+    gate, arrived = threading.Event(), threading.Event()
+
+    def held() -> Token:
+        arrived.set()
+        assert gate.wait(30)
+        return endpoint()
+
+    told, tell = os.pipe()
+    started, start = os.pipe()
+    with ThreadPoolExecutor(1) as pool:
+        try:
+            fetched = pool.submit(process(sqlite_store).get, KEY, held)
+            assert arrived.wait(30)  # the lock is held, the token request under way
+            child = os.fork()
+            if child == 0:  # the child, its fork handlers run, lives on until told to exit
+                os.write(start, b"x")
+                os.read(told, 1)
+                os._exit(0)
+        finally:
+            gate.set()
+        assert fetched.result(timeout=30) == "token-CANARY-0000"
+    try:
+        assert os.read(started, 1) == b"x"
+        assert not is_flocked(sqlite_store._lock_file(KEY))
+    finally:
+        os.write(tell, b"x")
+        for fd in (told, tell, started, start):
+            os.close(fd)
+        assert os.waitpid(child, 0)[1] == 0
 
 
 def test_the_default_path_is_in_the_users_cache_directory_unless_the_variable_names_one(
@@ -1162,15 +1363,27 @@ def test_it_pickles_with_its_settings_and_fresh_from_failures(
 
     copy = pickle.loads(pickle.dumps(sqlite_store))
 
-    assert (copy.path, copy.wait_timeout, copy.retry_interval) == (path, 30.0, 30.0)
+    assert (copy.path, copy.wait_timeout, copy.poll_interval, copy.retry_interval) == (
+        path,
+        30.0,
+        0.05,
+        30.0,
+    )
     assert process(copy).get(KEY, endpoint) == "token-CANARY-0001"  # it used the file
     assert [entry[1] for entry in stored(path)] == ["token-CANARY-0001"]
     assert len(logs.records) == 1
 
 
-@pytest.mark.parametrize("options", [{"wait_timeout": -1}, {"retry_interval": -1}])
-def test_bad_sqlite_settings_are_refused(options: dict[str, Any]) -> None:
-    with pytest.raises(ValueError, match="must be >= 0"):
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        ({"wait_timeout": -1}, "must be >= 0"),
+        ({"retry_interval": -1}, "must be >= 0"),
+        ({"poll_interval": 0}, "poll_interval must be above 0"),
+    ],
+)
+def test_bad_sqlite_settings_are_refused(options: dict[str, Any], said: str) -> None:
+    with pytest.raises(ValueError, match=said):
         SQLiteTokenStore("tokens.sqlite3", **options)
 
 
