@@ -42,9 +42,10 @@ lint: $(VENV)/.test-installed
 type: $(VENV)/.test-installed
 	$(BIN)/mypy
 
+# Two worker processes (pytest-xdist), one per core of the machines we run on.
 pytest: $(VENV)/.test-installed
 	.ci/install-redis-server
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2
 
 # The documentation site, warnings as errors: open docs/_build/html/index.html.
 docs: $(VENV)/.docs-installed

@@ -40,6 +40,7 @@ TEST = [
     "pytest>=7.4",
     "pytest-cov>=4.1",
     "pytest-timeout>=2.2",
+    "pytest-xdist>=3.5",
     "hypothesis>=6.90",
     "mypy>=1.8",
     "ruff>=0.4",
