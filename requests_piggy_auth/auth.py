@@ -73,7 +73,12 @@ class PiggyAuth(AuthPolicy, requests.auth.AuthBase):
             return r
         answer = Answer(r.status_code, r.headers.get("WWW-Authenticate"))
         exchange = _Exchange(self, r, kwargs)
-        drive(replay(self, lease, answer, rewind, r.request.method, r.url, "requests"), exchange)
+        flow = replay(self, lease, answer, rewind, r.request.method, r.url, "requests")
+        try:
+            drive(flow, exchange)
+        except BaseException:
+            exchange.close()  # not handed back: its connection goes back to the pool
+            raise
         return exchange.result()
 
 

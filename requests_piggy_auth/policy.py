@@ -7,14 +7,13 @@ cured by a new one. A policy sends nothing itself: it is given a
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeoutError
 from datetime import datetime, timedelta, timezone
 from functools import partial
 from typing import Any, Literal, NamedTuple
@@ -33,6 +32,7 @@ from .oauth import (
 )
 from .origins import Origin, secure_origin
 from .retry import RetryPolicy
+from .sources import Reading, afinished, finished
 
 DEFAULT_BASE_URL = "https://api.piggy.eu"
 #: Sets the base URL for auth objects created without ``base_url=``.
@@ -42,8 +42,9 @@ BASE_URL_VARIABLE = "PIGGY_BASE_URL"
 DEFAULT_TIMEOUT = (3.05, 5.0)
 #: Up to 3 retries with full-jitter backoff, within 10 s per fetch.
 DEFAULT_RETRY = RetryPolicy()
-#: The name of the threads that read a client secret again after a refusal.
-SECRET_THREAD = "piggy-auth-secret"
+#: A personal access token's source that gave back the token refused is not asked
+#: again for it within this many seconds: a server that refuses it costs no read per call.
+REREAD_INTERVAL = 5.0
 #: A personal access token this close to its expiry date logs a warning.
 PAT_WARNING_PERIOD = timedelta(days=7)
 
@@ -180,11 +181,16 @@ class ClientCredentialsPolicy(AuthPolicy):
         self.retry = retry
         #: One acquisition's bound: the retry budget plus one more connect timeout.
         self._deadline = self.retry.budget + connect_timeout(timeout)
-        self._secret_source = None if isinstance(client_secret, str) else client_secret
+        #: Reads of a callable secret after a refusal, one at a time, in a thread.
+        self._secret_reading = None
+        if not isinstance(client_secret, str):
+            read = partial(_fresh_secret, client_secret, self._client)
+            self._secret_reading = Reading(read, "client secret")
         secret = client_secret if isinstance(client_secret, str) else client_secret()
         self._credentials = self._credentials_for(secret)
         self._reread_lock = threading.Lock()
-        self._reread: tuple[BaseException, Future[bool]] | None = None
+        #: The refusal last read for, and its read.
+        self._reread: tuple[BaseException, Future[str]] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -230,13 +236,14 @@ class ClientCredentialsPolicy(AuthPolicy):
         :param after: a lease whose 401 :meth:`rejected` judged curable.
         :raises TokenRequestError: (or a subclass) when no token could be had.
         """
-        credentials = self._credentials
+        credentials, started = self._credentials, self.cache.clock()
         try:
-            return self._lease(credentials, send, after)
+            return self._lease(credentials, send, after, self._deadline)
         except TokenRequestError as exc:
-            if not self._rotated(credentials, exc):
+            read = self._reading(credentials, exc)
+            if not (read is True or self._switched(credentials, read, self._left(started))):
                 raise
-        return self._lease(self._credentials, send, after)
+        return self._lease(self._credentials, send, after, self._left(started))
 
     def cached(self) -> Lease | None:
         """The cached token while it is short of its refresh point, else ``None``."""
@@ -249,14 +256,21 @@ class ClientCredentialsPolicy(AuthPolicy):
         :param after: a lease whose 401 :meth:`rejected` judged curable.
         :raises TokenRequestError: (or a subclass) when no token could be had.
         """
-        credentials = self._credentials
+        credentials, started = self._credentials, self.cache.clock()
         try:
-            return await self._alease(credentials, send, after)
+            return await self._alease(credentials, send, after, self._deadline)
         except TokenRequestError as exc:
-            # The secret's source and its fingerprint run in a thread: the loop runs on.
-            if not await asyncio.to_thread(self._rotated, credentials, exc):
+            read = self._reading(credentials, exc)  # the source runs in a thread of its own
+            if not (
+                read is True
+                or (
+                    isinstance(read, Future)
+                    and await afinished(read, self._left(started))
+                    and self._switched(credentials, read, 0)
+                )
+            ):
                 raise
-        return await self._alease(self._credentials, send, after)
+        return await self._alease(self._credentials, send, after, self._left(started))
 
     def rejected(self, lease: Lease, www_authenticate: str | None, body: bytes) -> bool:
         """True when the 401 may mean a stale token and evicting it made room for a new one.
@@ -279,16 +293,24 @@ class ClientCredentialsPolicy(AuthPolicy):
         return self._credentials.fetch()
 
     def _lease(
-        self, credentials: _Credentials, send: TokenSender | None, after: Lease | None
+        self,
+        credentials: _Credentials,
+        send: TokenSender | None,
+        after: Lease | None,
+        timeout: float,
     ) -> Lease:
         fetch = credentials.fetch if send is None else partial(self._fetch, send, credentials.grant)
-        return self.cache.lease(credentials.key, fetch, timeout=self._deadline, after=after)
+        return self.cache.lease(credentials.key, fetch, timeout=timeout, after=after)
 
     async def _alease(
-        self, credentials: _Credentials, send: AsyncTokenSender, after: Lease | None
+        self, credentials: _Credentials, send: AsyncTokenSender, after: Lease | None, timeout: float
     ) -> Lease:
         fetch = partial(self._afetch, send, credentials.grant)
-        return await self.cache.alease(credentials.key, fetch, timeout=self._deadline, after=after)
+        return await self.cache.alease(credentials.key, fetch, timeout=timeout, after=after)
+
+    def _left(self, started: float) -> float:
+        """What is left of one acquisition's deadline, begun at ``started`` on the cache's clock."""
+        return max(0.0, self._deadline - (self.cache.clock() - started))
 
     def _credentials_for(self, secret: str) -> _Credentials:
         """The grant and cache key of ``secret`` (its scrypt fingerprint, once per secret)."""
@@ -297,62 +319,39 @@ class ClientCredentialsPolicy(AuthPolicy):
         key = client_key(token_url, client_id, secret)
         return _Credentials(grant, key, partial(self._fetch, self._send, grant))
 
-    def _rotated(self, credentials: _Credentials, failure: TokenRequestError) -> bool:
-        """Whether other credentials are in use after ``failure`` for ``credentials``.
+    def _reading(self, credentials: _Credentials, failure: TokenRequestError) -> Future[str] | bool:
+        """The read of a callable secret that ``failure`` for ``credentials`` calls for.
 
-        A refusal (``invalid_client``, or a cool-down that one started) reads a
-        callable secret again, once per refusal, in a thread of its own: every
-        caller that got that refusal waits for the read, no longer than its
-        deadline (a secret manager that hangs holds no caller longer).
-
-        :raises ConfigurationError: when the source failed or gave no usable secret.
+        A refusal (``invalid_client``, or a cool-down that one started) calls for one
+        read, shared by every caller that got it, and by later refusals while it is in
+        flight. ``True``: another caller has put new credentials in use already;
+        ``False``: nothing to read (a fixed secret, or no refusal).
         """
         refusal = failure if isinstance(failure, InvalidClientError) else failure.__cause__
-        if self._secret_source is None or not isinstance(refusal, InvalidClientError):
+        if self._secret_reading is None or not isinstance(refusal, InvalidClientError):
             return False
         with self._reread_lock:
             if self._credentials is not credentials:
-                return True  # another caller has read a new secret already
-            reading = self._reread is None or self._reread[0] is not refusal
-            if reading:
-                self._reread = (refusal, Future())
-            assert self._reread is not None
-            read = self._reread[1]
-        if reading:
-            threading.Thread(
-                target=self._read_into, args=(credentials, read), name=SECRET_THREAD, daemon=True
-            ).start()
-        try:
-            return read.result(timeout=self._deadline)
-        except FutureTimeoutError:
-            return False  # the secret is still being read: this caller gets the refusal
+                return True
+            if self._reread is None or self._reread[0] is not refusal:
+                self._reread = (refusal, self._secret_reading.start())
+            return self._reread[1]
 
-    def _read_into(self, credentials: _Credentials, read: Future[bool]) -> None:
-        """:meth:`_read_secret` for the callers waiting on ``read``; the source's own error
-        becomes ours, naming its type only (its text may hold the secret)."""
-        try:
-            read.set_result(self._read_secret(credentials))
-        except ConfigurationError as exc:
-            read.set_exception(exc)
-        except Exception as exc:  # the user's code
-            read.set_exception(
-                ConfigurationError(f"the client secret's source failed ({type(exc).__name__})")
-            )
+    def _switched(
+        self, credentials: _Credentials, read: Future[str] | bool, timeout: float
+    ) -> bool:
+        """Whether ``read`` gave, within ``timeout``, a secret other than ``credentials``',
+        now in use (a read still going: no, this caller gets the refusal).
 
-    def _read_secret(self, credentials: _Credentials) -> bool:
-        """Read the secret again; whether it differs (and is now in use).
-
-        :raises ConfigurationError: for anything but a non-empty string.
+        :raises ConfigurationError: when the source failed or gave no usable secret.
         """
-        assert self._secret_source is not None
-        secret = self._secret_source()  # the user's code, outside our locks
-        if not isinstance(secret, str) or not secret:
-            raise ConfigurationError(
-                f"the client secret's source gave no usable secret ({type(secret).__name__})"
-            )
+        if not isinstance(read, Future) or not finished(read, timeout):
+            return False
+        assert self._secret_reading is not None
+        secret = self._secret_reading.value(read)
         if secret == credentials.grant.client_secret:
             return False  # the same secret cools down as before
-        rotated = self._credentials_for(secret)  # scrypt, outside our lock
+        rotated = self._credentials_for(secret)  # its fingerprint computed in the read
         with self._reread_lock:
             if self._credentials is credentials:
                 self._credentials = rotated
@@ -378,6 +377,9 @@ class PersonalAccessTokenPolicy(AuthPolicy):
     Other parameters as for :class:`~requests_piggy_auth.PersonalAccessTokenAuth`.
     """
 
+    #: How long a caller waits, after a 401, for a callable source to give the token.
+    source_wait = DEFAULT_RETRY.budget + DEFAULT_TIMEOUT[0]
+
     def __init__(
         self,
         token: str | Callable[[], str],
@@ -392,10 +394,12 @@ class PersonalAccessTokenPolicy(AuthPolicy):
         self._source = None if isinstance(token, str) else token
         self.renewable = self._source is not None
         self._token = checked_pat(token if isinstance(token, str) else token())
-        self._rejected: set[str] = set()
-        #: The source's reads so far, and the one whose token is in use: a slow read
-        #: never puts back a token older than one read after it.
-        self._reads = self._in_use = 0
+        #: Reads of a callable source after a 401, one at a time, in a thread.
+        self._reading = None
+        if self._source is not None:
+            self._reading = Reading(partial(_checked_read, self._source), "personal access token")
+        #: When the source last gave back each token refused, on the monotonic clock.
+        self._refused: dict[str, float] = {}
         self.expires_at = None if expires_at is None else expires_at.astimezone(timezone.utc)
         self._now = partial(datetime.now, timezone.utc) if now is None else now
         self._warn_lock = threading.Lock()
@@ -432,19 +436,24 @@ class PersonalAccessTokenPolicy(AuthPolicy):
         The same token again means it is no good: one WARNING per token says why
         it may be, and the 401 goes back.
         """
-        if self._source is None or not token_rejected(www_authenticate, body):
+        if self._reading is None or not token_rejected(www_authenticate, body):
             return False  # a fixed token: nothing to read again
-        with self._warn_lock:
-            read = self._reads = self._reads + 1
-        current = checked_pat(self._source())  # the user's code, outside our locks
+        refused_at = self._refused.get(lease.access_token, -math.inf)
+        if time.monotonic() - refused_at < REREAD_INTERVAL:
+            return False  # the source gave it back moments ago: not asked again per call
+        read = self._reading.start()  # the user's code, in a thread, shared by every caller
+        if not finished(read, self.source_wait):
+            raise ConfigurationError(
+                f"the personal access token's source gave nothing within {self.source_wait:g} s"
+            )
+        current = self._reading.value(read)
         with self._warn_lock:
             if current != lease.access_token:
-                if current != self._token and read > self._in_use:  # no going back
-                    # the known expiry was the old token's
-                    self._token, self.expires_at, self._in_use = current, None, read
+                if current != self._token:  # the known expiry was the old token's
+                    self._token, self.expires_at = current, None
                 return True
-            first = current not in self._rejected
-            self._rejected.add(current)
+            first = current not in self._refused
+            self._refused[current] = time.monotonic()
         if first:
             log.warning(
                 "the personal access token was refused (401 invalid_token) and its source "
@@ -472,6 +481,26 @@ class PersonalAccessTokenPolicy(AuthPolicy):
                     remaining / timedelta(days=1),
                     f"{self.expires_at:%Y-%m-%d %H:%M}",
                 )
+
+
+def _checked_read(source: Callable[[], str]) -> str:
+    """A token from ``source``, checked (in the reading thread)."""
+    return checked_pat(source())
+
+
+def _fresh_secret(source: Callable[[], str], client: tuple[str, str]) -> str:
+    """A secret from ``source``, its fingerprint computed here, in the reading thread
+    (scrypt: the caller finds it cached).
+
+    :raises ConfigurationError: for anything but a non-empty string.
+    """
+    secret: object = source()
+    if not isinstance(secret, str) or not secret:
+        raise ConfigurationError(
+            f"the client secret's source gave no usable secret ({type(secret).__name__})"
+        )
+    client_key(*client, secret)
+    return secret
 
 
 def checked_pat(token: object) -> str:

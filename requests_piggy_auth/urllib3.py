@@ -119,7 +119,11 @@ class AuthorizedHttp(RequestMethods):
             if lease is not None:
                 exchange = _Exchange(self, response, lease, method, url, kw)
                 flow = replay(self.auth, lease, answer(response), rewind, method, url, "urllib3")
-                drive(flow, exchange)
+                try:
+                    drive(flow, exchange)
+                except BaseException:
+                    exchange.close()  # not handed back: its connection goes back to the pool
+                    raise
                 response, lease = exchange.result(), exchange.lease
             hop = redirect and self._redirect(response, method, url, kw)
             if not hop:

@@ -8,6 +8,7 @@ import logging
 import os
 import pickle
 import threading
+import traceback
 import tracemalloc
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -23,6 +24,7 @@ from requests_piggy_auth import (
     Lease,
     PersonalAccessTokenAuth,
     TokenCache,
+    policy,
 )
 from requests_piggy_auth.httpx import HttpxAuth
 from requests_piggy_auth.policy import AuthPolicy
@@ -66,9 +68,15 @@ def test_a_rotated_callable_pat_is_resent_once(fake_piggy: FakePiggy) -> None:
     assert requests.get(fake_piggy.api_url + "/contacts", auth=auth).history == []
 
 
+@pytest.mark.parametrize("interval", [policy.REREAD_INTERVAL, 0.0])
 def test_one_warning_for_a_revoked_pat_under_1000_calls(
-    fake_piggy: FakePiggy, caplog: pytest.LogCaptureFixture
+    fake_piggy: FakePiggy,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    interval: float,
 ) -> None:
+    """Asked again each time or not (the interval), the source is warned about once."""
+    monkeypatch.setattr(policy, "REREAD_INTERVAL", interval)
     fake_piggy.add_personal_access_token("the-token")
     auth = PersonalAccessTokenAuth(lambda: "the-token", base_url=fake_piggy.url)
     fake_piggy.revoke_all()
@@ -309,27 +317,101 @@ def test_a_huge_token_file_is_refused_without_being_read_whole(tmp_path: Path) -
 INVALID = 'Bearer error="invalid_token"'
 
 
-def test_a_slow_read_of_the_source_never_puts_back_an_older_token() -> None:
-    reads = iter(["T1-initial", "T2-older", "T3-newest"])
-    slow_read, newest_in_use = threading.Event(), threading.Event()
+def test_callers_that_get_a_401_while_the_source_is_read_share_the_read() -> None:
+    """One read at a time: a slow one is joined, never raced by a second."""
+    reads = iter(["T1-initial", "T2-newer"])
+    read_started, go_on = threading.Event(), threading.Event()
+    calls = []
 
     def source() -> str:
+        calls.append(1)
         token = next(reads)
-        if token == "T2-older":  # a secret manager that answers late
-            slow_read.set()
-            assert newest_in_use.wait(30)
+        if token == "T2-newer":  # a secret manager that answers late
+            read_started.set()
+            assert go_on.wait(30)
         return token
 
     auth = PersonalAccessTokenAuth(source, base_url="http://127.0.0.1:1")
     rejected = Lease("T1-initial")
-    with ThreadPoolExecutor(1) as pool:
-        slow = pool.submit(auth.rejected, rejected, INVALID, b"")
-        assert slow_read.wait(30)
-        assert auth.rejected(rejected, INVALID, b"")  # reads T3, puts it in use
-        newest_in_use.set()
-        assert slow.result(timeout=30)  # T2 differs from T1: resend, with what is in use
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(auth.rejected, rejected, INVALID, b"")
+        assert read_started.wait(30)
+        second = pool.submit(auth.rejected, rejected, INVALID, b"")
+        go_on.set()
+        assert first.result(timeout=30)
+        assert second.result(timeout=30)
 
-    assert auth.lease().access_token == "T3-newest"
+    assert len(calls) == 2  # at construction, and the one read after the 401s
+    assert auth.lease().access_token == "T2-newer"
+
+
+def test_a_source_that_hangs_after_a_401_holds_no_caller_past_its_wait(
+    fake_piggy: FakePiggy,
+) -> None:
+    revoked = fake_piggy.issue_personal_access_token()
+    fake_piggy.revoke(revoked)
+    release = threading.Event()
+    calls = []
+
+    def source() -> str:
+        calls.append(1)
+        if len(calls) > 1:
+            assert release.wait(30)  # a secret manager that hangs
+        return revoked
+
+    auth = PersonalAccessTokenAuth(source, base_url=fake_piggy.url)
+    auth.source_wait = 0.2
+    try:
+        with (
+            requests.Session() as session,
+            pytest.raises(ConfigurationError, match=r"within 0\.2 s"),
+        ):
+            session.get(fake_piggy.api_url + "/contacts", auth=auth, timeout=10)
+    finally:
+        release.set()
+
+
+def test_a_source_that_raises_after_a_401_is_our_error_without_its_text(
+    fake_piggy: FakePiggy,
+) -> None:
+    old = fake_piggy.issue_personal_access_token()
+    fake_piggy.revoke(old)
+    calls = []
+
+    def source() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            return old
+        raise RuntimeError(f"vault sealed; it held {old}")
+
+    auth = PersonalAccessTokenAuth(source, base_url=fake_piggy.url)
+    with requests.Session() as session, pytest.raises(ConfigurationError) as raised:
+        session.get(fake_piggy.api_url + "/contacts", auth=auth, timeout=10)
+
+    assert str(raised.value) == "the personal access token's source failed (RuntimeError)"
+    assert old not in "".join(traceback.format_exception(raised.value))
+
+
+def test_a_server_that_refuses_the_token_the_source_still_gives_costs_no_read_per_call(
+    fake_piggy: FakePiggy,
+) -> None:
+    revoked = fake_piggy.issue_personal_access_token()
+    fake_piggy.revoke(revoked)
+    calls = []
+
+    def source() -> str:
+        calls.append(1)
+        return revoked  # not rotated yet
+
+    auth = PersonalAccessTokenAuth(source, base_url=fake_piggy.url)
+    with requests.Session() as session:
+        statuses = [
+            session.get(fake_piggy.api_url + "/contacts", auth=auth, timeout=10).status_code
+            for _ in range(10)
+        ]
+
+    assert statuses == [401] * 10
+    assert len(calls) == 2  # at construction, and once within the interval
 
 
 def test_an_async_client_reads_the_token_source_off_the_event_loop(

@@ -10,13 +10,15 @@ import functools
 import math
 import types
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 import requests
+from requests.adapters import HTTPAdapter
 from werkzeug import Request, Response
 
-from requests_piggy_auth import ClientCredentialsAuth
+from requests_piggy_auth import ClientCredentialsAuth, ConfigurationError, PersonalAccessTokenAuth
 from requests_piggy_auth.testing import FakePiggy, json_response
 from requests_piggy_auth.token_session import close_token_session, token_session
 
@@ -186,3 +188,20 @@ def test_a_gateway_redirect_before_every_401_costs_no_token_request_per_call(
 
     assert statuses == [401] * 5
     assert piggy.stats().token_requests == 2  # the first token, one renewal in the interval
+
+
+def test_a_401_whose_judging_raises_gives_its_connection_back(fake_piggy: FakePiggy) -> None:
+    """As for urllib3: a source that gives an unusable token after a 401 read in part
+    leaves no connection held by that 401."""
+    tokens = iter(["pat-first-0123456789", "a token with spaces"])
+    fake_piggy.add_personal_access_token("pat-first-0123456789")
+    fake_piggy.revoke("pat-first-0123456789")
+    large = Response(b"x" * (2 * 1024 * 1024), 401, INVALID_TOKEN)
+    fake_piggy.fault_resources(lambda request: large, times=1)
+    auth = PersonalAccessTokenAuth(lambda: next(tokens), base_url=fake_piggy.url)
+    with requests.Session() as session, ThreadPoolExecutor(1) as pool:
+        session.mount("http://", HTTPAdapter(pool_maxsize=1, pool_block=True))
+        with pytest.raises(ConfigurationError):
+            session.get(fake_piggy.api_url + "/contacts", auth=auth, stream=True, timeout=5)
+        free = pool.submit(session.get, fake_piggy.url + "/health", timeout=5)
+        assert free.result(timeout=30).status_code in (200, 401, 404)  # a connection was free

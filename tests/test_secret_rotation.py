@@ -2,26 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import pickle
 import threading
 import traceback
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+import httpx
 import pytest
 import requests
+from werkzeug import Request, Response
 
 from requests_piggy_auth import (
     ClientCredentialsAuth,
     ConfigurationError,
+    CoolDown,
     InvalidClientError,
     RetryPolicy,
     TokenCache,
     TokenRequestError,
 )
-from requests_piggy_auth.testing import FakeClock, FakePiggy
+from requests_piggy_auth.httpx import HttpxAuth
+from requests_piggy_auth.sources import SOURCE_THREAD
+from requests_piggy_auth.testing import FakeClock, FakePiggy, json_response
 
 from .conftest import API, CLIENT_ID, CLIENT_SECRET
 from .test_httpx import get as httpx_get
@@ -239,11 +245,12 @@ def test_a_caller_that_comes_after_the_rotation_uses_it(
         rotating.cache.lease(stale.key, stale.fetch)
     assert rotating.token() == piggy.tokens()[0]
 
-    assert rotating._rotated(stale, refused.value)  # already rotated: no read
+    assert rotating._reading(stale, refused.value) is True  # already rotated: no read
     assert secret.reads == 2
     current = rotating._credentials
-    secret.value = "read-for-an-older-refusal"  # a slow read that ends after the rotation
-    assert rotating._read_secret(stale)
+    late: Future[str] = Future()  # a slow read that ends after the rotation
+    late.set_result("read-for-an-older-refusal")
+    assert rotating._switched(stale, late, 0)
     assert rotating._credentials is current  # the first new secret stays in use
 
 
@@ -277,3 +284,93 @@ def test_an_auth_with_a_callable_secret_survives_pickle_and_deepcopy(
         assert copied._key == auth._key
         assert copied._reread is None
         assert copied.token()
+
+
+def test_a_source_that_hangs_gets_one_thread_however_many_refusals_come(
+    piggy: FakePiggy, clock: FakeClock, blocked_secret: BlockedSecret
+) -> None:
+    secret = blocked_secret
+    auth = ClientCredentialsAuth(
+        CLIENT_ID,
+        secret,
+        base_url=piggy.url,
+        cache=TokenCache(clock=clock, cooldown=CoolDown(first=5, jitter=0)),
+        retry=RetryPolicy(total=0, budget=0.1),
+        timeout=(0.1, 5),
+    )
+    piggy.rotate_client_secret(CLIENT_ID)
+    for _ in range(3):
+        with pytest.raises(InvalidClientError):
+            auth.token()  # each a refusal of its own; the read of the first still hangs
+        clock.advance(60)  # past the cool-down
+
+    assert [t.name for t in threading.enumerate()].count(SOURCE_THREAD) == 1
+    assert secret.reading.is_set()  # the one read, in flight
+
+
+def test_each_caller_gets_an_error_of_its_own_from_a_failing_source(
+    piggy: FakePiggy, cache: TokenCache
+) -> None:
+    """Not one object raised again and again, its traceback growing with each caller."""
+    secret = RaisingSecret(CLIENT_SECRET)
+    auth = ClientCredentialsAuth(CLIENT_ID, secret, base_url=piggy.url, cache=cache)
+    piggy.rotate_client_secret(CLIENT_ID)
+    errors = []
+    for _ in range(5):
+        with pytest.raises(ConfigurationError) as raised:
+            auth.token()  # one refusal, cooling down: one read, its failure told to each
+        errors.append(raised.value)
+
+    assert len({id(error) for error in errors}) == 5
+    assert len({len(traceback.extract_tb(error.__traceback__)) for error in errors}) == 1
+
+
+def test_a_refusal_that_took_the_whole_deadline_leaves_none_for_a_second_request(
+    piggy: FakePiggy, cache: TokenCache, clock: FakeClock, secret: Secret
+) -> None:
+    """One deadline bounds the refused request, the read and the request with the new
+    secret together."""
+    auth = ClientCredentialsAuth(
+        CLIENT_ID, secret, base_url=piggy.url, cache=cache, retry=RetryPolicy(total=0)
+    )
+    secret.value = piggy.rotate_client_secret(CLIENT_ID)
+
+    def slow_refusal(request: Request) -> Response:
+        clock.advance(60)  # the refusal took longer than the whole deadline
+        return json_response({"error": "invalid_client"}, 401)
+
+    piggy.fault_token_endpoint(slow_refusal, times=1)
+
+    with pytest.raises(TokenRequestError):
+        auth.token()  # with a new secret, but no time left to ask with it
+
+
+def test_async_callers_wait_for_a_hanging_source_holding_no_thread_of_the_loop(
+    piggy: FakePiggy, blocked_secret: BlockedSecret
+) -> None:
+    """20 refused tasks wait for one read that hangs: the loop's default executor stays
+    free for everything else (the stores' work, the user's own)."""
+    secret = blocked_secret
+    auth = ClientCredentialsAuth(
+        CLIENT_ID,
+        secret,
+        base_url=piggy.url,
+        cache=TokenCache(),
+        retry=RetryPolicy(total=0, budget=30),
+    )
+    piggy.rotate_client_secret(CLIENT_ID)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        async with httpx.AsyncClient(auth=HttpxAuth(auth)) as client:
+            calls = [asyncio.create_task(client.get(piggy.url + API)) for _ in range(20)]
+            with ThreadPoolExecutor(1) as waiter:
+                assert await loop.run_in_executor(waiter, secret.reading.wait, 30)
+            for _ in range(3):  # the refused tasks had the loop's turns to reach their waits
+                await asyncio.sleep(0)
+            await asyncio.wait_for(asyncio.to_thread(lambda: None), 10)  # a bound: free now
+            assert not any(call.done() for call in calls)  # all still waiting for the read
+            secret.release.set()
+            await asyncio.gather(*calls, return_exceptions=True)
+
+    asyncio.run(main())

@@ -20,7 +20,12 @@ from urllib3.exceptions import MaxRetryError
 from urllib3.util.retry import Retry
 from werkzeug import Response
 
-from requests_piggy_auth import ClientCredentialsAuth, TokenCache
+from requests_piggy_auth import (
+    ClientCredentialsAuth,
+    ConfigurationError,
+    PersonalAccessTokenAuth,
+    TokenCache,
+)
 from requests_piggy_auth.oauth import MAX_BODY
 from requests_piggy_auth.policy import DEFAULT_TIMEOUT
 from requests_piggy_auth.testing import FakePiggy
@@ -30,6 +35,7 @@ from .conftest import (
     API,
     CLIENT_ID,
     CLIENT_SECRET,
+    INVALID_TOKEN,
     BrokenServer,
     MakeAuth,
     answer,
@@ -425,3 +431,23 @@ def test_a_body_that_tells_but_cannot_seek_is_not_resent_and_the_401_goes_back(
     assert response.status == 401
     assert len(piggy.log("resource")) == 1
     assert any("not resent" in record.getMessage() for record in caplog.records)
+
+
+def test_a_401_whose_judging_raises_gives_its_connection_back(fake_piggy: FakePiggy) -> None:
+    """The source gives an unusable token after a 401 whose body was read in part: the 401
+    is closed and its connection goes back to the pool, not held for ever."""
+    tokens = iter(["pat-first-0123456789", "a token with spaces"])
+    fake_piggy.add_personal_access_token("pat-first-0123456789")
+    fake_piggy.revoke("pat-first-0123456789")
+    large = Response(b"x" * (2 * MAX_BODY), 401, INVALID_TOKEN)
+    fake_piggy.fault_resources(lambda request: large, times=1)
+    auth = PersonalAccessTokenAuth(lambda: next(tokens), base_url=fake_piggy.url)
+    pool = urllib3.PoolManager(maxsize=1, block=True)
+    with pytest.raises(ConfigurationError):
+        AuthorizedHttp(auth, pool).request(
+            "GET", fake_piggy.api_url + "/contacts", preload_content=False, timeout=5
+        )
+
+    free = pool.request("GET", fake_piggy.url + "/health", pool_timeout=5, retries=False)
+    assert free.status in (200, 401, 404)  # a connection was free: the pool gave one
+    pool.clear()
