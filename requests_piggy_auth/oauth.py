@@ -208,6 +208,8 @@ class ClientCredentials:
         error, description = fields.get("error"), fields.get("error_description")
         code = error if isinstance(error, str) and _ERROR_CODE.fullmatch(error) else None
         code = code and self._shown(code)
+        if status == 401 and not response.body:
+            code = "invalid_client"  # RFC 6749 5.2: the client's authentication failed
         if status in (400, 401) and code:
             return self._invalid_client(status, code, description)
         details = [

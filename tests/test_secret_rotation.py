@@ -374,3 +374,20 @@ def test_async_callers_wait_for_a_hanging_source_holding_no_thread_of_the_loop(
             await asyncio.gather(*calls, return_exceptions=True)
 
     asyncio.run(main())
+
+
+def test_a_rotation_gets_in_through_a_client_hook_that_raises_for_the_status(
+    piggy: FakePiggy, secret: Secret
+) -> None:
+    """httpx closes the refusal's body unread when a hook raises: a 401 from the token
+    endpoint with no body is a refused client all the same (RFC 6749, 5.2)."""
+    auth = ClientCredentialsAuth(CLIENT_ID, secret, base_url=piggy.url, cache=TokenCache())
+    secret.value = piggy.rotate_client_secret(CLIENT_ID)
+
+    def hook(response: httpx.Response) -> None:
+        response.raise_for_status()
+
+    with httpx.Client(event_hooks={"response": [hook]}) as client:
+        client.auth = HttpxAuth(auth, client=client)
+        assert client.get(piggy.url + API).status_code == 200
+    assert [e.status for e in piggy.log("token")] == [401, 200]
