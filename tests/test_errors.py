@@ -268,9 +268,12 @@ def test_wrong_secret_is_an_invalid_client_error(
         (f"bad secret {CLIENT_SECRET[:-3]}", None),  # a piece of it is enough
         ("bad secret czNjcmV0LUNBTkFSWS01ZWNyZXQ=", None),  # base64
         ("the token eyJ0eXAiOiJKV1QiLCJhbGciOi is revoked", None),  # looks like a token
+        # A random token with no digit in it, as one in about 1,400 of 43 characters is:
+        ("token hHuUrlrjcOxd_ZpmWTqZXQauUrhRTsABZVhzXNRpspY is still valid", None),
+        ("see https://api.piggy.eu/oauth/token", "see https://api.piggy.eu/oauth/token"),
         ("x" * 1001, None),
     ],
-    ids=["plain", "secret", "piece", "base64", "token-like", "long"],
+    ids=["plain", "secret", "piece", "base64", "token-like", "no-digit", "url", "long"],
 )
 def test_an_oauth_error_description_is_shown_only_when_it_cannot_hold_a_secret(
     piggy: FakePiggy, auth: ClientCredentialsAuth, description: str, shown: str | None
