@@ -127,19 +127,19 @@ class RedisTokenStore(Shared):
             raise ValueError("namespace must be a non-empty string")
         if wait_timeout is None:
             wait_timeout = lock_timeout
-        if not lock_timeout >= 0.001 or not poll_interval > 0:
-            raise ValueError("lock_timeout must be at least 0.001 s and poll_interval above 0")
+        if not lock_timeout >= 0.001:
+            raise ValueError("lock_timeout must be at least 0.001 s")
         self.namespace = namespace
         super().__init__(
             wait_timeout=wait_timeout,
             retry_interval=retry_interval,
+            poll_interval=poll_interval,
             wall_clock=wall_clock,
             timer=timer,
+            sleep=sleep,
         )
         self.redis = redis_client
         self.lock_timeout = lock_timeout
-        self.poll_interval = poll_interval
-        self.sleep = sleep
         self._release_lock = redis_client.register_script(_RELEASE)
         self._reject_token = redis_client.register_script(_REJECT)
         unbounded = _unbounded_timeouts(redis_client)

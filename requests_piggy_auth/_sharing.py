@@ -92,14 +92,25 @@ class Shared:
     backend = "backend"
 
     def __init__(
-        self, *, wait_timeout: float, retry_interval: float, wall_clock: Clock, timer: Clock
+        self,
+        *,
+        wait_timeout: float,
+        retry_interval: float,
+        poll_interval: float,
+        wall_clock: Clock,
+        timer: Clock,
+        sleep: Callable[[float], None],
     ) -> None:
         if not wait_timeout >= 0 or not retry_interval >= 0:
             raise ValueError("wait_timeout and retry_interval must be >= 0")
+        if not poll_interval > 0:
+            raise ValueError("poll_interval must be above 0")
         self.wait_timeout = wait_timeout
         self.retry_interval = retry_interval
+        self.poll_interval = poll_interval
         self.wall_clock = wall_clock
         self.timer = timer
+        self.sleep = sleep
         self._retry_at = -math.inf
         #: Whether the backend answers: the caches on this store tell their listeners.
         self.health = StoreHealth(repr(self))

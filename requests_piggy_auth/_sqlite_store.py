@@ -111,17 +111,15 @@ class SQLiteTokenStore(Shared):
         timer: Clock = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        if not poll_interval > 0:
-            raise ValueError("poll_interval must be above 0")
         self.path = default_path() if path is None else Path(path)
         super().__init__(
             wait_timeout=wait_timeout,
             retry_interval=retry_interval,
+            poll_interval=poll_interval,
             wall_clock=wall_clock,
             timer=timer,
+            sleep=sleep,
         )
-        self.poll_interval = poll_interval
-        self.sleep = sleep
 
     def __repr__(self) -> str:
         return f"SQLiteTokenStore(path={str(self.path)!r})"
