@@ -236,7 +236,11 @@ class ClientCredentialsPolicy(AuthPolicy):
         :param after: a lease whose 401 :meth:`rejected` judged curable.
         :raises TokenRequestError: (or a subclass) when no token could be had.
         """
-        credentials, started = self._credentials, self.cache.clock()
+        credentials = self._credentials
+        hit = self.cache.hit(credentials.key)  # the hot path: a lookup, nothing more
+        if hit is not None:
+            return hit
+        started = self.cache.clock()
         try:
             return self._lease(credentials, send, after, self._deadline)
         except TokenRequestError as exc:
