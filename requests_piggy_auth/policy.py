@@ -439,6 +439,9 @@ class PersonalAccessTokenPolicy(AuthPolicy):
 
         The same token again means it is no good: one WARNING per token says why
         it may be, and the 401 goes back.
+
+        :raises ConfigurationError: when the source fails, gives no usable token, or
+            gives nothing within :attr:`source_wait`.
         """
         if self._reading is None or not token_rejected(www_authenticate, body):
             return False  # a fixed token: nothing to read again
