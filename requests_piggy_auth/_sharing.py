@@ -126,23 +126,12 @@ class Shared:
         fresher_than: float | None = None,
         deadline: float | None = None,
     ) -> CachedToken:
-        """``key``'s stored token while it is fresh; else ``fetch()`` once for all sharers.
+        """``key``'s stored token while it is fresh; else ``fetch()`` once for all sharers,
+        as :meth:`~requests_piggy_auth.TokenStore.get` says (its parameters are those).
 
         Errors from ``fetch`` go to the caller (and free the store's lock at
-        once); the store's own errors never do.
-
-        :param replacing: a token refreshed ahead of time: a stored token
-            that is still this one counts as missing, so processes refreshing
-            at once make one token request.
-        :param rejected: tokens a 401 rejected here: each is deleted if it is
-            still the stored one, and a stored token fetched before the first
-            401 any process saw for one of them counts as missing.
-        :param fresher_than: a time on ``clock``: a stored token fetched
-            before it counts as missing (after a 401 it may predate a revocation);
-            moved earlier to the first 401 any process saw for ``rejected``.
-        :param deadline: a time on ``clock`` by which to return: the wait for
-            another process's fetch ends then, and once it has passed this
-            fetches without asking the store (``None``: ``wait_timeout`` alone).
+        once); the store's own errors never do. Without a ``deadline``, the wait for
+        another process's fetch is ``wait_timeout`` alone.
         """
         wait = self._wait(clock, deadline)
         if wait is None:
